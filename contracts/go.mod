@@ -1,0 +1,3 @@
+module github.com/cachepool/cachepool/contracts
+
+go 1.26
