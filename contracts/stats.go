@@ -6,19 +6,22 @@ import (
 )
 
 // StatsPoint is one closed bucket of pool statistics. MissRate and HitRate
-// are nil when the bucket saw no gets.
+// are nil when the bucket saw no gets. EventID and OccurredAt are set when
+// the point is evented on EvtMinute (and empty inside a StatsSeries).
 type StatsPoint struct {
-	Start     time.Time `json:"start"`
-	Gets      uint64    `json:"gets"`
-	Hits      uint64    `json:"hits"`
-	Misses    uint64    `json:"misses"`
-	Puts      uint64    `json:"puts"`
-	Evictions uint64    `json:"evictions"`
-	Items     int64     `json:"items"`
-	Bytes     int64     `json:"bytes"`
-	Nodes     int       `json:"nodes"`
-	MissRate  *float64  `json:"miss_rate"`
-	HitRate   *float64  `json:"hit_rate"`
+	EventID    string    `json:"event_id,omitempty"`
+	OccurredAt time.Time `json:"occurred_at,omitzero"`
+	Start      time.Time `json:"start"`
+	Gets       uint64    `json:"gets"`
+	Hits       uint64    `json:"hits"`
+	Misses     uint64    `json:"misses"`
+	Puts       uint64    `json:"puts"`
+	Evictions  uint64    `json:"evictions"`
+	Items      int64     `json:"items"`
+	Bytes      int64     `json:"bytes"`
+	Nodes      int       `json:"nodes"`
+	MissRate   *float64  `json:"miss_rate"`
+	HitRate    *float64  `json:"hit_rate"`
 }
 
 // StatsSeries is the per-bucket series, oldest first, in the shape of the
@@ -65,7 +68,16 @@ type ScalerDecision struct {
 	Nodes      int       `json:"nodes"`
 	Target     int       `json:"target,omitempty"`
 	RequestID  string    `json:"request_id,omitempty"`
+	// BucketStart is the start of the stats bucket the decision read, when it read one.
+	BucketStart time.Time `json:"bucket_start,omitzero"`
 }
+
+// ScalerDecision actions.
+const (
+	DecisionGrow   = "grow"
+	DecisionShrink = "shrink"
+	DecisionNone   = "none"
+)
 
 // DecisionList is the scaler's recent decisions, newest first.
 type DecisionList struct {
