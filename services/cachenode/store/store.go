@@ -63,7 +63,9 @@ type Store struct {
 	mu       sync.Mutex
 	items    map[string]*item
 	slots    []*item // every item at its idx, for an O(1) uniform random pick
-	lru      item    // sentinel: lru.next is the most recently used, lru.prev the least
+	// lru is the sentinel of the recency list, kept only under the lru
+	// policy: lru.next is the most recently used, lru.prev the least.
+	lru item
 	capacity int64
 	bytes    int64
 	policy   string
@@ -156,6 +158,16 @@ func (s *Store) put(e contracts.Entry, imported bool) PutResult {
 		}
 		return PutResult{Reason: ReasonTooLarge}
 	}
+	if it != nil && s.bytes-it.size()+size <= s.capacity {
+		// Fits in place: no eviction, no map update.
+		s.bytes += size - it.size()
+		it.value, it.version, it.contentType = e.Value, e.Version, e.ContentType
+		if s.policy == contracts.PolicyLRU && s.lru.next != it {
+			s.unlink(it)
+			s.pushFront(it)
+		}
+		return PutResult{Stored: true, Version: e.Version}
+	}
 	if it != nil {
 		s.remove(it) // taken out so eviction cannot pick it; reused below
 	} else {
@@ -216,6 +228,21 @@ func (s *Store) SetConfig(capacityBytes int64, policy string) (int, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	switch {
+	case p == contracts.PolicyLRU && s.policy != p:
+		// Rebuild the recency list; the order starts as the slots' order.
+		for _, it := range s.slots {
+			s.pushFront(it)
+		}
+	case p != contracts.PolicyLRU && s.policy == contracts.PolicyLRU:
+		// Drop the list so no stale link keeps a removed value alive.
+		for it := s.lru.next; it != &s.lru; {
+			next := it.next
+			it.prev, it.next = nil, nil
+			it = next
+		}
+		s.lru.next, s.lru.prev = &s.lru, &s.lru
+	}
 	s.capacity, s.policy = capacityBytes, p
 	return s.evictUntil(s.capacity), nil
 }
@@ -263,7 +290,9 @@ func (s *Store) insert(it *item) {
 	s.items[it.key] = it
 	it.idx = len(s.slots)
 	s.slots = append(s.slots, it)
-	s.pushFront(it)
+	if s.policy == contracts.PolicyLRU {
+		s.pushFront(it)
+	}
 	s.bytes += it.size()
 }
 
@@ -274,7 +303,9 @@ func (s *Store) remove(it *item) {
 	last.idx = it.idx
 	s.slots[len(s.slots)-1] = nil
 	s.slots = s.slots[:len(s.slots)-1]
-	s.unlink(it)
+	if it.next != nil {
+		s.unlink(it)
+	}
 	s.bytes -= it.size()
 }
 

@@ -42,8 +42,17 @@ func check(t *testing.T, s *Store) {
 		}
 		n++
 	}
-	if n != len(s.items) {
-		t.Fatalf("recency list has %d items, map %d", n, len(s.items))
+	want := len(s.items)
+	if s.policy != contracts.PolicyLRU {
+		want = 0 // the list is kept only under lru
+		for _, it := range s.slots {
+			if it.prev != nil || it.next != nil {
+				t.Fatalf("item %q keeps recency links under %s", it.key, s.policy)
+			}
+		}
+	}
+	if n != want {
+		t.Fatalf("recency list has %d items, want %d", n, want)
 	}
 }
 
