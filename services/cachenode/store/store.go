@@ -60,12 +60,12 @@ func (it *item) entry() contracts.Entry {
 // Store is an in-memory, capacity-bounded, versioned key-value store. The
 // zero value is not usable; call New. A Store is safe for concurrent use.
 type Store struct {
-	mu       sync.Mutex
-	items    map[string]*item
-	slots    []*item // every item at its idx, for an O(1) uniform random pick
+	mu    sync.Mutex
+	items map[string]*item
+	slots []*item // every item at its idx, for an O(1) uniform random pick
 	// lru is the sentinel of the recency list, kept only under the lru
 	// policy: lru.next is the most recently used, lru.prev the least.
-	lru item
+	lru      item
 	capacity int64
 	bytes    int64
 	policy   string
