@@ -1,0 +1,10 @@
+// Package scaler is cachepool's autoscaler. Each tick in automatic mode it
+// reads the pool miss rate of the last complete stats bucket and, by the rule
+// of DESIGN.md, may enqueue one absolute-target resize command into the same
+// ordered JetStream queue as manual resizes. Every tick's outcome, including
+// "no action" and why, is evented and kept.
+//
+// The rule is the pure function [Decide], table-tested without I/O; [Run]
+// gathers its inputs over NATS (the manager's mode and status, the manager's
+// stored last-resize time, the stats service's rate) and acts on its output.
+package scaler
