@@ -30,7 +30,7 @@ type pool struct {
 
 // testConfig is the documented defaults with random ports, a temp data dir
 // and intervals short enough for a test.
-func testConfig(t *testing.T) system.Config {
+func testConfig(t testing.TB) system.Config {
 	cfg := system.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
@@ -42,7 +42,7 @@ func testConfig(t *testing.T) system.Config {
 	return cfg
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("CACHEPOOL_TEST_LOG") == "1" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -51,7 +51,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // startPool runs system.Up and waits until it reports ready. The pool is
 // stopped (and its clean return checked) in t.Cleanup unless stopped before.
-func startPool(t *testing.T, cfg system.Config) *pool {
+func startPool(t testing.TB, cfg system.Config) *pool {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &pool{cfg: cfg, cancel: cancel, done: make(chan error, 1),
@@ -72,7 +72,7 @@ func startPool(t *testing.T, cfg system.Config) *pool {
 }
 
 // stop cancels the system and requires a clean return.
-func (p *pool) stop(t *testing.T) {
+func (p *pool) stop(t testing.TB) {
 	t.Helper()
 	if p.cancel == nil {
 		return
@@ -102,7 +102,7 @@ type envelope struct {
 	NumNodes *int `json:"numNodes"`
 }
 
-func (p *pool) do(t *testing.T, method, path string, body io.Reader, contentType string) (int, envelope, []byte) {
+func (p *pool) do(t testing.TB, method, path string, body io.Reader, contentType string) (int, envelope, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, p.info.HTTPURL+path, body)
 	if err != nil {
@@ -125,7 +125,7 @@ func (p *pool) do(t *testing.T, method, path string, body io.Reader, contentType
 	return resp.StatusCode, env, raw
 }
 
-func (p *pool) jsonDo(t *testing.T, method, path string, body any) (int, envelope) {
+func (p *pool) jsonDo(t testing.TB, method, path string, body any) (int, envelope) {
 	t.Helper()
 	var r io.Reader
 	if body != nil {
@@ -137,7 +137,7 @@ func (p *pool) jsonDo(t *testing.T, method, path string, body any) (int, envelop
 }
 
 // upload posts one image; it returns the status and envelope.
-func (p *pool) upload(t *testing.T, key string, img []byte) (int, envelope) {
+func (p *pool) upload(t testing.TB, key string, img []byte) (int, envelope) {
 	t.Helper()
 	body, ct := multipartBody(t, map[string]string{"key": key}, "file", "image.png", img)
 	code, env, _ := p.do(t, http.MethodPost, "/api/upload", body, ct)
@@ -177,7 +177,7 @@ func (p *pool) image(key string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-func multipartBody(t *testing.T, fields map[string]string, fileField, fileName string, file []byte) (io.Reader, string) {
+func multipartBody(t testing.TB, fields map[string]string, fileField, fileName string, file []byte) (io.Reader, string) {
 	t.Helper()
 	var buf bytes.Buffer
 	w := multipart.NewWriter(&buf)

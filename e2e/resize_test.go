@@ -18,7 +18,7 @@ import (
 )
 
 // table reads the current partition table from the pool's KV bucket.
-func (p *pool) table(t *testing.T) contracts.PartitionTable {
+func (p *pool) table(t testing.TB) contracts.PartitionTable {
 	t.Helper()
 	nc, err := nats.Connect(p.info.NATSURL)
 	if err != nil {
@@ -48,7 +48,7 @@ type nodeList struct {
 	Nodes []contracts.NodeInfo `json:"nodes"`
 }
 
-func (p *pool) nodes(t *testing.T) nodeList {
+func (p *pool) nodes(t testing.TB) nodeList {
 	t.Helper()
 	code, env := p.jsonDo(t, http.MethodGet, "/api/manager/pool_node_list", nil)
 	if code != 200 {
@@ -62,7 +62,7 @@ func (p *pool) nodes(t *testing.T) nodeList {
 }
 
 // fill uploads keys key-0..key-(k-1) with `workers` concurrent clients.
-func (p *pool) fill(t *testing.T, k, workers int, img func(i int) []byte) {
+func (p *pool) fill(t testing.TB, k, workers int, img func(i int) []byte) {
 	t.Helper()
 	next := atomic.Int64{}
 	errs := make(chan error, workers)
