@@ -51,6 +51,14 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	err := run(ctx, nc, cfg, log)
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil // cancelled while starting: nothing was served, nothing to drain
+	}
+	return err
+}
+
+func run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error {
 	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
