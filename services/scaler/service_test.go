@@ -287,7 +287,9 @@ func TestHighMissRateGrowsOnceThenHolds(t *testing.T) {
 	}
 
 	// Parameters change live: a lower max threshold makes 0.5 a high miss rate.
-	pool.set(func(p *fakePool) { p.mode.Params = contracts.AutoParams{MaxMissRate: 0.45, MinMissRate: 0.1, ExpandRatio: 1.5, ShrinkRatio: 0.5} })
+	pool.set(func(p *fakePool) {
+		p.mode.Params = contracts.AutoParams{MaxMissRate: 0.45, MinMissRate: 0.1, ExpandRatio: 1.5, ShrinkRatio: 0.5}
+	})
 	bustest.Eventually(t, 20*time.Second, func() error {
 		cmds, _ := commands(t, stream)
 		if len(cmds) != 2 {
