@@ -527,7 +527,6 @@ func (f *fakeManager) body(name string) []byte {
 	return f.lastBody[name]
 }
 
-
 // waitFor polls f until it returns nil (10s at most).
 func waitFor(t testing.TB, f func() error) {
 	t.Helper()

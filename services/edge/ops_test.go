@@ -93,9 +93,9 @@ func TestMetrics(t *testing.T) {
 	for name, want := range map[string]float64{
 		`cachepool_edge_cache_hits_total`:   3,
 		`cachepool_edge_cache_misses_total`: 2,
-		`cachepool_edge_http_requests_total{method="GET",route="/api/image/*key",status="200"}`: 3,
-		`cachepool_edge_http_requests_total{method="GET",route="/api/image/*key",status="404"}`: 2,
-		`cachepool_edge_http_requests_total{method="GET",route="unmatched",status="404"}`:       1,
+		`cachepool_edge_http_requests_total{method="GET",route="/api/image/*key",status="200"}`:    3,
+		`cachepool_edge_http_requests_total{method="GET",route="/api/image/*key",status="404"}`:    2,
+		`cachepool_edge_http_requests_total{method="GET",route="unmatched",status="404"}`:          1,
 		`cachepool_edge_http_request_duration_seconds_count{route="/api/image/*key",status="200"}`: 3,
 		`cachepool_edge_bus_errors_total{code="503",op="node.get"}`:                                1,
 	} {
