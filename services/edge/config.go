@@ -27,7 +27,8 @@ const (
 type Config struct {
 	// Addr is the HTTP listen address (default DefaultAddr). Ignored when Listener is set.
 	Addr string
-	// Listener, when set, is served instead of listening on Addr. Run closes it.
+	// Listener, when set, is served instead of listening on Addr. Run closes
+	// it when it returns, also on an early error.
 	Listener net.Listener
 	// MaxImageBytes is the largest accepted image (default contracts.DefaultMaxImageBytes);
 	// a larger upload is answered 413.

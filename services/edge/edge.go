@@ -30,6 +30,7 @@ const shutdownTimeout = 15 * time.Second
 // and returns nil. It never closes nc: the caller owns the connection.
 func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
+		closeListener(cfg.Listener)
 		return err
 	}
 	cfg = cfg.withDefaults()
@@ -37,16 +38,19 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 		log = slog.New(slog.DiscardHandler)
 	}
 	if nc == nil {
+		closeListener(cfg.Listener)
 		return errors.New("edge: no NATS connection")
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
+		closeListener(cfg.Listener)
 		return fmt.Errorf("edge: jetstream: %w", err)
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	view := bus.NewTableView()
 	if err := bus.WatchTable(watchCtx, js, view, log); err != nil {
+		closeListener(cfg.Listener)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -83,6 +87,13 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 	}
 	<-served
 	return nil
+}
+
+// closeListener closes ln when Run returns before serving on it.
+func closeListener(ln net.Listener) {
+	if ln != nil {
+		_ = ln.Close()
+	}
 }
 
 // server holds the edge's dependencies. Its only state is the watched

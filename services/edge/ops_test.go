@@ -227,7 +227,14 @@ func TestRunStops(t *testing.T) {
 	}
 
 	// A bad config is refused before anything starts.
-	if err := Run(context.Background(), nc, Config{MaxImageBytes: -1}, nil); err == nil {
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(context.Background(), nc, Config{Listener: ln2, MaxImageBytes: -1}, nil); err == nil {
 		t.Fatal("Run accepted a bad config")
+	}
+	if _, err := ln2.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Run left its listener open after an early error: Accept = %v", err)
 	}
 }
