@@ -1,0 +1,235 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cachepool/cachepool/bus"
+	"github.com/cachepool/cachepool/contracts"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream and bucket settings.
+const (
+	// DuplicateWindow is how long the resize stream remembers request ids.
+	DuplicateWindow = 10 * time.Minute
+	// CommandRetention is how long applied commands stay in the stream (an audit log).
+	CommandRetention = 7 * 24 * time.Hour
+	// maxWait bounds a request's wait_ms.
+	maxWait = 10 * time.Minute
+	// maxWaiting bounds the requests answered asynchronously at once.
+	maxWaiting = 1024
+)
+
+// manager is one running manager. The actor goroutine (actor.go) is the
+// only writer of the partition table and of the resize fields of the pool
+// state; API handlers write the mode and cache config fields with
+// compare-and-set, so neither loses the other's changes.
+type manager struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	cfg  Config
+	log  *slog.Logger
+	base context.Context // Run's context, for API handlers
+
+	st   *store
+	reqs *requests
+	reg  *registry
+	cons jetstream.Consumer
+
+	kickCh chan struct{}
+	// cfgMu orders a cache config push against a node joining the table:
+	// a joining node is configured and added to the table under it, a push
+	// stores and sends the config under it, so no node misses a change.
+	cfgMu     sync.Mutex
+	migration atomic.Pointer[contracts.MigrationProgress]
+	sem       chan struct{}
+	bg        sync.WaitGroup
+	lastHeal  string // last heal error logged (actor only)
+}
+
+// Run runs the manager until ctx ends: it sets up the resize stream and
+// consumer and the buckets, restores the stored state, serves the
+// cachepool-manager micro service, applies queued resize commands one at a
+// time, heals the pool after node failures, and returns nil after a clean
+// stop. A command at work when ctx ends is abandoned at its next step and
+// resumed by the next Run (its decision is stored before any action). Run
+// does not close nc.
+func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("manager: config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("service", "manager")
+	m := &manager{nc: nc, cfg: cfg, log: log, base: ctx, kickCh: make(chan struct{}, 1), sem: make(chan struct{}, maxWaiting)}
+	m.reg = newRegistry(FailedAfterHeartbeats*cfg.Heartbeat, m.kick)
+	if err := m.setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+
+	subs, err := m.reg.subscribe(nc)
+	if err != nil {
+		return fmt.Errorf("manager: subscribe to node events: %w", err)
+	}
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	if tbl, _, err := m.st.table(ctx); err == nil {
+		m.reg.touch(tbl.Nodes...)
+	}
+
+	it, err := m.cons.Messages(jetstream.PullMaxMessages(1))
+	if err != nil {
+		return fmt.Errorf("manager: consume %s: %w", contracts.StreamResize, err)
+	}
+	svc, err := m.startService(ctx)
+	if err != nil {
+		it.Stop()
+		return err
+	}
+	log.Info("manager running", "provisioner", cfg.Provisioner, "max_nodes", cfg.MaxNodes, "migration", cfg.migrate())
+
+	msgs := make(chan jetstream.Msg)
+	var feeder sync.WaitGroup
+	feeder.Add(1)
+	go func() {
+		defer feeder.Done()
+		m.feed(ctx, it, msgs)
+	}()
+	m.actor(ctx, msgs)
+
+	// Stop intake, then let in-flight handlers see the cancelled context.
+	_ = svc.Stop()
+	it.Stop()
+	feeder.Wait()
+	m.bg.Wait()
+	log.Info("manager stopped")
+	return nil
+}
+
+// setup ensures the stream, consumer and buckets and the initial state and table.
+func (m *manager) setup(ctx context.Context) error {
+	js, err := jetstream.New(m.nc)
+	if err != nil {
+		return fmt.Errorf("manager: jetstream: %w", err)
+	}
+	m.js = js
+	if _, err := bus.EnsureStream(ctx, js, jetstream.StreamConfig{
+		Name:        contracts.StreamResize,
+		Description: "cachepool resize commands, applied one at a time in order by the manager",
+		Subjects:    []string{contracts.PoolResizeCommand},
+		Storage:     jetstream.FileStorage,
+		Replicas:    m.cfg.Replicas,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      CommandRetention,
+		Duplicates:  DuplicateWindow,
+	}); err != nil {
+		return err
+	}
+	m.cons, err = js.CreateOrUpdateConsumer(ctx, contracts.StreamResize, jetstream.ConsumerConfig{
+		Durable:       contracts.ConsumerResize,
+		Description:   "the manager's single resize consumer: one command at a time",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxAckPending: 1,
+		AckWait:       m.cfg.AckWait,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubject: contracts.PoolResizeCommand,
+		Replicas:      m.cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("manager: ensure consumer %s: %w", contracts.ConsumerResize, err)
+	}
+	pool, err := bus.EnsureKV(ctx, js, bus.PoolBucketConfig(m.cfg.Replicas))
+	if err != nil {
+		return err
+	}
+	reqKV, err := bus.EnsureKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      contracts.BucketRequests,
+		Description: "cachepool resize requests: status and history per request id",
+		TTL:         RequestTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    m.cfg.Replicas,
+	})
+	if err != nil {
+		return err
+	}
+	m.st = &store{pool: pool, requests: reqKV}
+	m.reqs = &requests{kv: reqKV, publish: m.publish, waiters: map[string][]chan struct{}{}}
+
+	first := poolRecord{PoolState: contracts.PoolState{
+		Mode:   contracts.ModeConfig{Mode: contracts.ModeManual, Params: contracts.DefaultAutoParams},
+		Config: m.cfg.DefaultCache,
+		Target: m.cfg.InitialNodes,
+	}}
+	first.Config.Policy = contracts.NormalizePolicy(first.Config.Policy)
+	if _, err := m.st.initState(ctx, first); err != nil {
+		return err
+	}
+	tbl, err := m.st.initTable(ctx, m.cfg.Partitions)
+	if err != nil {
+		return err
+	}
+	if tbl.Partitions != m.cfg.Partitions {
+		m.log.Warn("the stored table keeps its partition count", "stored", tbl.Partitions, "configured", m.cfg.Partitions)
+	}
+	return nil
+}
+
+// kick asks the actor to reconcile soon; it never blocks.
+func (m *manager) kick() {
+	select {
+	case m.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// publish sends v as JSON on subject (events: best effort, logged on failure).
+func (m *manager) publish(subject string, v any) {
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = m.nc.Publish(subject, b)
+	}
+	if err != nil {
+		m.log.Warn("publish event", "subject", subject, "err", err)
+	}
+}
+
+// nodeRequest sends req as JSON to a node subject with a timeout.
+func nodeRequest[Resp any](ctx context.Context, nc *nats.Conn, subject string, req any, timeout time.Duration) (Resp, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return bus.Request[Resp](ctx, nc, subject, req)
+}
+
+// isProvision reports a failure to bring nodes in.
+func isProvision(err error) bool {
+	var pe *provisionError
+	return errors.As(err, &pe)
+}
+
+// provisionError is a failure to bring nodes into the pool (launch,
+// readiness, configuration, no standby node): the command that needed them
+// ends failed instead of being retried.
+type provisionError struct{ msg string }
+
+func (e *provisionError) Error() string { return e.msg }
+
+func provisionErrorf(format string, args ...any) error {
+	return &provisionError{msg: fmt.Sprintf(format, args...)}
+}
