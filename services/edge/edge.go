@@ -170,6 +170,7 @@ func (s *server) engine() *gin.Engine {
 	// Operations and the dashboard.
 	e.GET("/healthz", s.healthz)
 	e.GET("/metrics", gin.WrapH(s.metricsHandler()))
+	e.GET("/api/events", s.events) // live events as server-sent events (events.go)
 	dash := gin.WrapH(dashboard.Handler())
 	e.GET("/", dash)
 	e.GET("/dashboard/*path", dash)
