@@ -294,3 +294,51 @@ func TestSkipEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestEventsRouteOnTheEdge runs the whole edge (Run) and reads an event from
+// GET /api/events, then checks that cancelling Run with the stream still open
+// returns nil and ends the stream.
+func TestEventsRouteOnTheEdge(t *testing.T) {
+	srv := bustest.RunServer(t)
+	edgeNC := bustest.Connect(t, srv)
+	pub := bustest.Connect(t, srv)
+	writeTable(t, pub, twoNodeTable(1))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, edgeNC, Config{Listener: ln}, testLogger()) }()
+	base := "http://" + ln.Addr().String()
+
+	bustest.Eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	events, _, _ := openStream(t, base+"/api/events")
+	node, _ := json.Marshal(contracts.NodeEvent{EventID: "e1", OccurredAt: time.Now().UTC(), Node: "n3", Kind: contracts.NodeJoined})
+	if err := pub.Publish(contracts.EvtNode, node); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, events, 10*time.Second); ev.Name != contracts.EvtNode || ev.Data != string(node) {
+		t.Fatalf("event = %+v, want %s %s", ev, contracts.EvtNode, node)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run returned %v with a stream open, want nil", err)
+		}
+	case <-time.After(shutdownTimeout + 5*time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	for range events { // ends: the stream closed with the server
+	}
+}

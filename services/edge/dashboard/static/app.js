@@ -320,8 +320,6 @@
     $('#kpi-miss').textContent = miss ? fmtPct(miss.v) : '—';
     $('#kpi-hit').textContent = hit ? fmtPct(hit.v) : '—';
     $('#kpi-miss-sub').textContent = n ? 'bucket at ' + clock(times[n - 1]).slice(0, 5) : 'no buckets yet';
-    $('#kpi-items').textContent = n ? fmtCompact(s.number_of_items_in_cache[n - 1]) : '—';
-    $('#kpi-bytes').textContent = n ? fmtBytes(s.total_size_of_items_in_cache[n - 1]) : '—';
     $('#kpi-rpm').textContent = n ? fmtCompact(s.number_of_requests_served_per_minute[n - 1]) : '—';
     const bucket = s.bucket_ms ? (s.bucket_ms >= 60000 ? s.bucket_ms / 60000 + ' min' : s.bucket_ms / 1000 + ' s') : '';
     $('#stats-note').textContent = n + ' bucket' + (n === 1 ? '' : 's') + (bucket ? ' of ' + bucket : '') + ' · refreshing every 5 s';
@@ -365,7 +363,9 @@
     $('#btn-grow').title = 'queue a resize by +1 (max ' + size.max_nodes + ')';
     const items = nodes.reduce((a, n) => a + (n.items || 0), 0);
     const bytes = nodes.reduce((a, n) => a + (n.bytes || 0), 0);
-    $('#kpi-bytes-sub').textContent = 'now ' + fmtBytes(bytes) + ' · ' + fmtCompact(items) + ' items';
+    $('#kpi-items').textContent = fmtCompact(items);
+    $('#kpi-bytes').textContent = fmtBytes(bytes);
+    $('#kpi-items-sub').textContent = $('#kpi-bytes-sub').textContent = 'now, on ' + nodes.length + (nodes.length === 1 ? ' node' : ' nodes');
     setMode(size.resize_pool_option);
     if (size.migration) showMigration(size.migration);
   }
@@ -477,14 +477,13 @@
     for (const r of reqs) {
       body.appendChild(h('tr', {dataset: {request: r.request_id}},
         h('td', {class: 'mono', title: r.request_id}, shortID(r.request_id)),
-        h('td', null, r.command && r.command.source === 'scaler' ? badge('scaler', 'purple') : badge(r.command ? r.command.source || 'manual' : '—', 'blue')),
-        h('td', null, describeCommand(r.command)),
+        h('td', {class: 'nowrap'}, describeCommand(r.command) + ' ', r.command && r.command.source === 'scaler' ? badge('scaler', 'purple') : badge(r.command ? r.command.source || 'manual' : '—', 'blue')),
         h('td', {title: r.reason || ''}, stateBadge(r.status)),
-        h('td', {class: 'muted', title: r.reason || ''}, sizeText(r) || (r.reason ? r.reason : '')),
+        h('td', {class: 'muted why', title: r.reason || ''}, sizeText(r) || r.reason || ''),
         h('td', {class: 'num muted'}, ago(r.occurred_at || (r.history && r.history.length ? r.history[r.history.length - 1].at : null)))));
       if (tracked.has(r.request_id)) renderTracked(r);
     }
-    if (!reqs.length) body.appendChild(h('tr', {class: 'empty'}, h('td', {colspan: 6}, 'no requests yet')));
+    if (!reqs.length) body.appendChild(h('tr', {class: 'empty'}, h('td', {colspan: 5}, 'no requests yet')));
     $('#resize-queue tbody').replaceWith(body);
   }
 
