@@ -137,13 +137,13 @@ func (m *manager) handle(ctx context.Context, msg jetstream.Msg) {
 
 	st, _, err := m.st.state(ctx)
 	if err != nil {
-		m.retryLater(msg, meta, err)
+		m.retryLater(ctx, msg, meta, err)
 		return
 	}
 	if seq <= st.LastApplied {
 		if st.Last != nil && st.Last.Seq == seq {
 			if err := m.finishRecord(ctx, *st.Last, cmd); err != nil {
-				m.retryLater(msg, meta, err)
+				m.retryLater(ctx, msg, meta, err)
 				return
 			}
 		}
@@ -155,11 +155,11 @@ func (m *manager) handle(ctx context.Context, msg jetstream.Msg) {
 		// reset consumer): finish it before deciding this one.
 		m.log.Warn("finishing an in-flight resize whose message is gone", "seq", st.Current.Seq)
 		if err := m.complete(ctx, nil, *st.Current); err != nil {
-			m.retryLater(msg, meta, err)
+			m.retryLater(ctx, msg, meta, err)
 			return
 		}
 		if st, _, err = m.st.state(ctx); err != nil {
-			m.retryLater(msg, meta, err)
+			m.retryLater(ctx, msg, meta, err)
 			return
 		}
 	}
@@ -167,12 +167,12 @@ func (m *manager) handle(ctx context.Context, msg jetstream.Msg) {
 	cur := st.Current
 	if cur == nil {
 		if _, _, err := m.reqs.set(ctx, id, transition{Status: contracts.StateRunning, Sequence: seq, Command: &cmd}); err != nil {
-			m.retryLater(msg, meta, err)
+			m.retryLater(ctx, msg, meta, err)
 			return
 		}
 		tbl, _, err := m.st.table(ctx)
 		if err != nil {
-			m.retryLater(msg, meta, err)
+			m.retryLater(ctx, msg, meta, err)
 			return
 		}
 		d := decide(cmd, st.Target, m.cfg.MaxNodes, m.available(st, tbl))
@@ -183,7 +183,7 @@ func (m *manager) handle(ctx context.Context, msg jetstream.Msg) {
 				s.Last = &out
 				return nil
 			}); err != nil {
-				m.retryLater(msg, meta, err)
+				m.retryLater(ctx, msg, meta, err)
 				return
 			}
 			m.log.Info("resize rejected", "request_id", id, "seq", seq, "reason", d.Reject)
@@ -202,7 +202,7 @@ func (m *manager) handle(ctx context.Context, msg jetstream.Msg) {
 			s.Current = next
 			return nil
 		}); err != nil {
-			m.retryLater(msg, meta, err)
+			m.retryLater(ctx, msg, meta, err)
 			return
 		}
 		cur = next
@@ -217,7 +217,7 @@ func (m *manager) handle(ctx context.Context, msg jetstream.Msg) {
 		})
 	}
 	if err := m.complete(ctx, msg, *cur); err != nil && ctx.Err() == nil {
-		m.retryLater(msg, meta, err)
+		m.retryLater(ctx, msg, meta, err)
 	}
 }
 
@@ -307,8 +307,13 @@ func (m *manager) ack(ctx context.Context, msg jetstream.Msg) {
 }
 
 // retryLater asks for a redelivery after a backoff growing with the
-// delivery count (transient failures: the bus, the KV store).
-func (m *manager) retryLater(msg jetstream.Msg, meta *jetstream.MsgMetadata, err error) {
+// delivery count (transient failures: the bus, the KV store), or at once
+// when the manager is stopping.
+func (m *manager) retryLater(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, err error) {
+	if ctx.Err() != nil {
+		_ = msg.Nak() // stopping: the next Run takes it at once
+		return
+	}
 	delay := 250 * time.Millisecond << min(meta.NumDelivered, 6)
 	delay = min(delay, 10*time.Second)
 	m.log.Warn("resize command will be retried", "seq", meta.Sequence.Stream, "delivered", meta.NumDelivered, "in", delay, "err", err)

@@ -63,8 +63,13 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 	return e
 }
 
+// start runs the manager and waits until its micro service answers.
 func (e *env) start() {
 	e.stop = runManager(e.t, e.nc, e.cfg)
+	bustest.Eventually(e.t, 20*time.Second, func() error {
+		_, err := call[contracts.ModeConfig](e.t, e.client, contracts.PoolMode, nil)
+		return err
+	})
 }
 
 // call sends a request to the manager and decodes the reply.

@@ -44,6 +44,7 @@ func (m *manager) reconcile(ctx context.Context, requestID string) error {
 		if err != nil {
 			return err
 		}
+		m.log.Debug("reconcile step", "target", st.Target, "nodes", tbl.Nodes, "epoch", tbl.Epoch, "launching", st.Launching, "prev", len(tbl.Previous))
 		if failed := m.reg.failed(tbl.Nodes); len(failed) > 0 {
 			if err := m.removeFailed(ctx, tbl, rev, failed); err != nil {
 				return err
@@ -272,9 +273,10 @@ func (m *manager) grow(ctx context.Context, st poolRecord, tbl contracts.Partiti
 			return provisionErrorf("no idle standby node to activate (%d needed)", k)
 		}
 	}
+	reused := ids
 	var err error
-	st, err = m.st.update(ctx, func(s *poolRecord) error {
-		chosen := slices.Clone(ids)
+	st, err = m.st.update(ctx, func(s *poolRecord) error { // may run more than once
+		chosen := slices.Clone(reused)
 		for _, id := range chosen {
 			if !slices.Contains(s.Launching, id) {
 				s.Launching = append(s.Launching, id)
@@ -337,6 +339,9 @@ func (m *manager) join(ctx context.Context, tbl contracts.PartitionTable, rev ui
 	}
 	var ok []contracts.NodeID
 	for id, err := range m.configure(ctx, *ready, st.Config) {
+		if slices.Contains(tbl.Nodes, id) {
+			continue // already a member (cannot happen; never list a node twice)
+		}
 		if err != nil {
 			*errs = append(*errs, fmt.Errorf("configure %s: %w", id, err))
 			continue

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cachepool/cachepool/bus"
 	"github.com/cachepool/cachepool/contracts"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -160,14 +161,16 @@ func (r *requests) get(ctx context.Context, id string) (contracts.ResizeRequestS
 }
 
 // wait returns id's record once it is terminal, or the latest record when
-// wait passes or ctx ends first.
+// wait passes or ctx ends first. A record that does not exist yet (a command
+// queued straight into the stream is recorded when it runs) is waited for
+// too; 404 comes only at the end of the wait.
 func (r *requests) wait(ctx context.Context, id string, wait time.Duration) (contracts.ResizeRequestState, error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		ch := r.subscribe(id)
 		rec, err := r.get(ctx, id)
-		if err != nil || contracts.Terminal(rec.Status) {
+		if (err != nil && bus.CodeOf(err) != contracts.CodeNotFound) || contracts.Terminal(rec.Status) {
 			r.unsubscribe(id, ch)
 			return rec, err
 		}
@@ -178,7 +181,7 @@ func (r *requests) wait(ctx context.Context, id string, wait time.Duration) (con
 			return r.get(context.WithoutCancel(ctx), id)
 		case <-ctx.Done():
 			r.unsubscribe(id, ch)
-			return rec, nil
+			return rec, err
 		}
 	}
 }
