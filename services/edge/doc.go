@@ -12,6 +12,7 @@
 // failure. Wire codes (*contracts.Error) become HTTP statuses in one place,
 // httpStatus. Routes, error codes and key rules are listed in README.md.
 //
-// Run is the only entry point; it is safe to call once per process and
-// returns nil after a graceful shutdown when its context ends.
+// Run is the only entry point. Each call has its own metrics registry, so
+// several edges may run in one process; Run returns nil after a graceful
+// shutdown when its context ends.
 package edge
