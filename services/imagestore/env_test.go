@@ -28,7 +28,7 @@ const testPartitions = 16
 // env is one embedded NATS server with fake cache nodes and the partition
 // table in its KV bucket, as the manager would write it.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *server.Server
 	nc    *nats.Conn
 	kv    jetstream.KeyValue
@@ -36,7 +36,7 @@ type env struct {
 	table contracts.PartitionTable
 }
 
-func newEnv(t *testing.T, ids ...contracts.NodeID) *env {
+func newEnv(t testing.TB, ids ...contracts.NodeID) *env {
 	t.Helper()
 	srv := bustest.RunServer(t)
 	nc := bustest.Connect(t, srv)

@@ -40,7 +40,7 @@ type putRecord struct {
 	stored  bool
 }
 
-func startFakeNode(t *testing.T, nc *nats.Conn, id contracts.NodeID) *fakeNode {
+func startFakeNode(t testing.TB, nc *nats.Conn, id contracts.NodeID) *fakeNode {
 	t.Helper()
 	n := &fakeNode{id: id, items: map[string]nodeEntry{}}
 	svc, err := micro.AddService(nc, micro.Config{Name: contracts.ServiceNode, Version: "0.0.0-test"})

@@ -21,6 +21,9 @@ import (
 // Version is the micro service version.
 const Version = "0.1.0"
 
+// payloadHeadroom is what a put message needs beyond the image: headers.
+const payloadHeadroom = 16 << 10
+
 // metaStore is what the service needs of the metadata database
 // (*meta.Store in production).
 type metaStore interface {
@@ -149,6 +152,10 @@ func (s *service) serve(ctx context.Context, nc *nats.Conn) error {
 			_ = svc.Stop()
 			return fmt.Errorf("imagestore: add endpoint %s: %w", e.name, err)
 		}
+	}
+	if limit := nc.MaxPayload(); limit > 0 && limit < cfg.MaxImageBytes+payloadHeadroom {
+		s.log.Warn("the NATS server's max_payload is below the image size limit; large uploads will fail at the edge",
+			"max_payload", limit, "max_image_bytes", cfg.MaxImageBytes)
 	}
 	s.log.Info("key-image store serving", "blob", redactBlob(cfg.Blob), "database", dbKind(cfg.Database), "max_image_bytes", cfg.MaxImageBytes)
 

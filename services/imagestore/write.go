@@ -114,7 +114,8 @@ func (s *service) putOnNode(ctx context.Context, node contracts.NodeID, key stri
 	} else {
 		s.log.Info("node refused the image; invalidating its copy", "key", key, "node", node, "version", version, "reason", rep.Reason)
 	}
-	if err := s.nodes.invalidate(ctx, node, key, version); err != nil {
+	// The invalidation gets its own time even if the put used up the request's.
+	if err := s.nodes.invalidate(context.WithoutCancel(ctx), node, key, version); err != nil {
 		s.log.Error("invalidation failed: the node may serve an older version until it evicts it", "key", key, "node", node, "version", version, "err", err)
 	}
 }
