@@ -72,7 +72,7 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 	}
 	log = log.With("service", "manager")
 	m := &manager{nc: nc, cfg: cfg, log: log, base: ctx, kickCh: make(chan struct{}, 1), sem: make(chan struct{}, maxWaiting)}
-	m.reg = newRegistry(FailedAfterHeartbeats*cfg.Heartbeat, m.kick)
+	m.reg = newRegistry(FailedAfterHeartbeats*cfg.Heartbeat, cfg.Provisioner == ProvisionerStandby, m.kick)
 	if err := m.setup(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -44,7 +44,6 @@ func (m *manager) reconcile(ctx context.Context, requestID string) error {
 		if err != nil {
 			return err
 		}
-		m.log.Debug("reconcile step", "target", st.Target, "nodes", tbl.Nodes, "epoch", tbl.Epoch, "launching", st.Launching, "prev", len(tbl.Previous))
 		if failed := m.reg.failed(tbl.Nodes); len(failed) > 0 {
 			if err := m.removeFailed(ctx, tbl, rev, failed); err != nil {
 				return err

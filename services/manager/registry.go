@@ -17,6 +17,10 @@ import (
 type registry struct {
 	silentAfter time.Duration
 	kick        func() // asks the actor to reconcile
+	// adopt makes every heartbeating node a standby candidate (standby
+	// provisioning: a node that started before the manager announced
+	// itself to nobody, but its heartbeats register it).
+	adopt bool
 
 	mu       sync.Mutex
 	lastSeen map[contracts.NodeID]time.Time
@@ -25,10 +29,11 @@ type registry struct {
 	ready    map[contracts.NodeID]chan struct{}
 }
 
-func newRegistry(silentAfter time.Duration, kick func()) *registry {
+func newRegistry(silentAfter time.Duration, adopt bool, kick func()) *registry {
 	return &registry{
 		silentAfter: silentAfter,
 		kick:        kick,
+		adopt:       adopt,
 		lastSeen:    map[contracts.NodeID]time.Time{},
 		standby:     map[contracts.NodeID]bool{},
 		gone:        map[contracts.NodeID]bool{},
@@ -82,6 +87,9 @@ func (r *registry) seen(id contracts.NodeID) {
 	r.mu.Lock()
 	_, known := r.lastSeen[id]
 	r.lastSeen[id] = time.Now()
+	if r.adopt {
+		r.standby[id] = true
+	}
 	standby := r.standby[id]
 	r.mu.Unlock()
 	if !known && standby {
