@@ -292,7 +292,7 @@
   function setupCharts() {
     const base = {height: 170};
     charts.rates = CPChart.line($('#chart-rates'), Object.assign({}, base, {format: fmtPct, min: 0, max: 1, label: 'miss and hit rate'}));
-    charts.nodes = CPChart.line($('#chart-nodes'), Object.assign({}, base, {format: (v) => String(v), integer: true, label: 'nodes'}));
+    charts.nodes = CPChart.line($('#chart-nodes'), Object.assign({}, base, {format: (v) => String(v), integer: true, step: true, label: 'nodes'}));
     charts.requests = CPChart.line($('#chart-requests'), Object.assign({}, base, {format: fmtCompact, label: 'requests per minute'}));
     charts.items = CPChart.line($('#chart-items'), Object.assign({}, base, {format: fmtCompact, label: 'items'}));
     charts.bytes = CPChart.line($('#chart-bytes'), Object.assign({}, base, {format: fmtBytes, label: 'bytes'}));

@@ -1,6 +1,6 @@
 // chart.js — a tiny dependency-free SVG line chart for the cachepool dashboard.
 //
-//   const c = CPChart.line(container, {format: v => v + ' B', integer: false, min: 0, max: null});
+//   const c = CPChart.line(container, {format: v => v + ' B', integer: false, step: false, min: 0, max: null, height: 170});
 //   c.update({times: [Date|string...], series: [{name, color, values: [number|null...]}]});
 //
 // Guarantees: null (or undefined / NaN) values are gaps (the line breaks, an
@@ -56,7 +56,7 @@
   }
 
   function line(container, opts) {
-    opts = Object.assign({format: String, integer: false, min: 0, max: null, empty: 'No data yet'}, opts || {});
+    opts = Object.assign({format: String, integer: false, step: false, min: 0, max: null, empty: 'No data yet'}, opts || {});
     container.classList.add('cpchart');
     const svg = el('svg', {class: 'cpchart-svg', role: 'img', 'aria-label': opts.label || 'chart'}, container);
     const tip = document.createElement('div');
@@ -159,7 +159,12 @@
             el('circle', {cx: r[0][0], cy: r[0][1], r: 3, fill: s.color, class: 'point'}, svg);
             continue;
           }
-          const d = r.map((p, i) => (i ? 'L' : 'M') + p[0].toFixed(1) + ',' + p[1].toFixed(1)).join('');
+          // With opts.step the value holds until the next point (a count that jumps).
+          const d = r.map((p, i) => {
+            const xy = p[0].toFixed(1) + ',' + p[1].toFixed(1);
+            if (!i) return 'M' + xy;
+            return opts.step ? 'H' + p[0].toFixed(1) + 'V' + p[1].toFixed(1) : 'L' + xy;
+          }).join('');
           if (data.series.length === 1) {
             const area = d + 'L' + r[r.length - 1][0].toFixed(1) + ',' + y0 + 'L' + r[0][0].toFixed(1) + ',' + y0 + 'Z';
             el('path', {d: area, fill: s.color, class: 'cpchart-area'}, svg);
