@@ -43,7 +43,15 @@ func (s *service) load(ctx context.Context, key string) (image, error) {
 	if err := contracts.ValidateKey(key); err != nil {
 		return image{}, contracts.Errorf(contracts.CodeBadRequest, "key: %v", err)
 	}
-	ch := s.flights.Load().DoChan(key, func() (any, error) {
+	ch := s.flights.Load().DoChan(key, func() (_ any, err error) {
+		// singleflight re-panics a flight's panic where nobody can recover
+		// it; turn it into an error for every waiter instead.
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("load flight panicked", "key", key, "panic", p)
+				err = contracts.Errorf(contracts.CodeInternal, "internal error loading %q", key)
+			}
+		}()
 		fctx, cancel := context.WithTimeout(s.base, s.cfg.Timeout)
 		defer cancel()
 		select {

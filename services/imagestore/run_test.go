@@ -289,3 +289,39 @@ func TestKeysNeverTouchTheFilesystem(t *testing.T) {
 		t.Fatalf("the file outside the data dir changed: %q", b)
 	}
 }
+
+// panickyBlobs panics on reads and writes, as a buggy adapter would.
+type panickyBlobs struct{ blob.Store }
+
+func (panickyBlobs) Get(context.Context, string) ([]byte, error) { panic("test: get panics") }
+func (panickyBlobs) Put(context.Context, []byte) (string, error) { panic("test: put panics") }
+
+func TestAPanickingAdapterAnswers500AndTheServiceLivesOn(t *testing.T) {
+	dir := t.TempDir()
+	fs, err := blob.OpenFile(filepath.Join(dir, "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := meta.Open(context.Background(), "sqlite", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Upsert(context.Background(), "k", blob.NewName(), "image/png", 1); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, "n1")
+	e.serve(&instance{blobs: &countingBlobs{Store: panickyBlobs{fs}}, meta: db, dir: dir}, Config{})
+	for range 2 {
+		if _, err := e.load("k"); codeOf(err) != contracts.CodeInternal {
+			t.Fatalf("load through a panicking adapter: %v, want 500", err)
+		}
+		if _, err := e.put("k", "image/png", []byte("x")); codeOf(err) != contracts.CodeInternal {
+			t.Fatalf("put through a panicking adapter: %v, want 500", err)
+		}
+	}
+	ctx, cancel := reqCtx()
+	defer cancel()
+	if list, err := bus.Request[contracts.ListKeysReply](ctx, e.nc, contracts.StoreList, nil); err != nil || len(list.Keys) != 1 {
+		t.Fatalf("list after the panics = %v, %v", list.Keys, err)
+	}
+}
