@@ -19,9 +19,10 @@ const (
 	// eventsPing is how often an idle event stream gets a comment line, so
 	// proxies and browsers keep it open and a gone client is noticed.
 	eventsPing = 15 * time.Second
-	// eventsBuffer bounds the events queued for one slow client; beyond it
-	// NATS drops messages for that subscription (a slow consumer), never
-	// blocking the connection or other clients.
+	// eventsBuffer is the channel capacity of one client's subscription:
+	// when a slow client lets it fill, NATS drops further messages for that
+	// subscription (reported as a slow consumer) and never blocks the
+	// connection or other clients.
 	eventsBuffer = 1024
 	// eventsRetryMS is the reconnect delay the stream suggests to clients.
 	eventsRetryMS = 3000
@@ -41,8 +42,8 @@ func skipEvent(subject string) bool {
 
 // streamEvents subscribes to contracts.EventsFilter on nc and writes each
 // event as "event: <subject>\ndata: <json>\n\n" until the client goes away,
-// the HTTP server shuts down, or the subscription ends (nc closed or
-// drained). A comment line is sent every ping. The subscription is removed
+// the HTTP server shuts down, or (checked at each ping) the subscription
+// ends because nc was closed or drained. A comment line is sent every ping. The subscription is removed
 // before it returns. Events published before the subscription exists are
 // not replayed: the stream is live only.
 func streamEvents(c *gin.Context, nc *nats.Conn, ping time.Duration, log *slog.Logger) {
@@ -53,7 +54,6 @@ func streamEvents(c *gin.Context, nc *nats.Conn, ping time.Duration, log *slog.L
 		return
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	_ = sub.SetPendingLimits(eventsBuffer, 64<<20)
 	// Make sure the server knows the subscription before the first byte
 	// goes out, so a client that sees the stream open sees what follows.
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
