@@ -43,9 +43,9 @@ func skipEvent(subject string) bool {
 // streamEvents subscribes to contracts.EventsFilter on nc and writes each
 // event as "event: <subject>\ndata: <json>\n\n" until the client goes away,
 // the HTTP server shuts down, or (checked at each ping) the subscription
-// ends because nc was closed or drained. A comment line is sent every ping. The subscription is removed
-// before it returns. Events published before the subscription exists are
-// not replayed: the stream is live only.
+// ends because nc was closed or drained. A comment line is sent every ping.
+// The subscription is removed before it returns. Events published before
+// the subscription exists are not replayed: the stream is live only.
 func streamEvents(c *gin.Context, nc *nats.Conn, ping time.Duration, log *slog.Logger) {
 	msgs := make(chan *nats.Msg, eventsBuffer)
 	sub, err := nc.ChanSubscribe(contracts.EventsFilter, msgs)
