@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -47,7 +46,9 @@ func BenchmarkMigration4to5(b *testing.B) {
 		b.StopTimer()
 		p := benchPool(b, 4, true)
 		payload := make([]byte, size)
-		_, _ = rand.Read(payload)
+		for i := range payload {
+			payload[i] = byte(i * 31)
+		}
 		img := func(i int) []byte {
 			out := append(pngImage(i, 4), payload[:size-200]...)
 			return out

@@ -22,7 +22,7 @@ func storeConfig(c Config) imagestore.Config {
 func managerConfig(c Config, l manager.Launcher) manager.Config {
 	return manager.Config{
 		Partitions: c.Partitions, MaxNodes: c.MaxNodes, InitialNodes: c.Nodes, Heartbeat: c.Heartbeat,
-		Provisioner: c.Provisioner, Launcher: l, Replicas: c.Replicas, DefaultCache: c.cache(), Migration: c.Migration,
+		Provisioner: c.Provisioner, Launcher: l, Replicas: c.Replicas, DefaultCache: c.cache(), Migration: manager.Bool(c.Migration),
 	}
 }
 
