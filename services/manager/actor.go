@@ -23,6 +23,11 @@ func (m *manager) feed(ctx context.Context, it jetstream.MessagesContext, out ch
 				return
 			}
 			m.log.Debug("resize consumer", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
 			continue
 		}
 		select {

@@ -33,6 +33,8 @@ type fakeNode struct {
 	stop       chan struct{}
 	done       chan struct{}
 	alive      bool
+	// onHandoff, when set, runs before a handoff is served.
+	onHandoff func()
 }
 
 func respondJSON(m *nats.Msg, v any) {
@@ -211,6 +213,12 @@ func (n *fakeNode) putBatch(m *nats.Msg) {
 // handoff sends the entries of the asked partitions to the target in
 // acknowledged batches of up to 50, then deletes what was sent.
 func (n *fakeNode) handoff(m *nats.Msg) {
+	n.mu.Lock()
+	hook := n.onHandoff
+	n.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	var req contracts.HandoffRequest
 	if json.Unmarshal(m.Data, &req) != nil || req.Validate() != nil {
 		return

@@ -89,9 +89,7 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 			_ = s.Unsubscribe()
 		}
 	}()
-	if tbl, _, err := m.st.table(ctx); err == nil {
-		m.reg.touch(tbl.Nodes...)
-	}
+	m.probe(ctx)
 
 	it, err := m.cons.Messages(jetstream.PullMaxMessages(1))
 	if err != nil {
@@ -232,4 +230,34 @@ func (e *provisionError) Error() string { return e.msg }
 
 func provisionErrorf(format string, args ...any) error {
 	return &provisionError{msg: fmt.Sprintf(format, args...)}
+}
+
+// probe starts the silence clock of every node the stored pool uses, and
+// marks at once as stopped those that nobody answers for (no subscriber at
+// all, as after a restart of the process that ran them), so the first
+// reconcile replaces them without waiting for 3 heartbeats.
+func (m *manager) probe(ctx context.Context) {
+	st, _, err := m.st.state(ctx)
+	if err != nil {
+		return
+	}
+	tbl, _, err := m.st.table(ctx)
+	if err != nil {
+		return
+	}
+	nodes := m.busy(st, tbl)
+	m.reg.touch(nodes...)
+	var wg sync.WaitGroup
+	for _, id := range tbl.Nodes {
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+			defer cancel()
+			_, err := m.nc.RequestWithContext(pctx, contracts.NodeStatsSubject(id), nil)
+			if errors.Is(err, nats.ErrNoResponders) {
+				m.log.Info("table node does not answer at start", "node", id)
+				m.reg.stopped(id)
+			}
+		})
+	}
+	wg.Wait()
 }

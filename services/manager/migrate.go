@@ -66,8 +66,7 @@ func (m *manager) finishMigration(ctx context.Context, tbl contracts.PartitionTa
 			slices.SortFunc(tos, compareIDs)
 			for _, to := range tos {
 				parts := targets[to]
-				req := contracts.HandoffRequest{RequestID: requestID, Target: to, Partitions: parts, PartitionCount: tbl.Partitions, Delete: true}
-				reply, err := nodeRequest[contracts.HandoffReply](ctx, m.nc, contracts.NodeHandoff(from), req, m.cfg.HandoffTimeout)
+				reply, err := m.handoff(ctx, requestID, from, to, parts, tbl.Partitions)
 				if err != nil && ctx.Err() == nil {
 					m.log.Warn("handoff failed; its keys become misses", "from", from, "to", to, "partitions", len(parts), "err", err)
 					drop := contracts.DropRequest{Partitions: parts, PartitionCount: tbl.Partitions}
@@ -137,4 +136,45 @@ func (m *manager) estimate(ctx context.Context, tbl contracts.PartitionTable, mo
 	}
 	wg.Wait()
 	return keys, bytes
+}
+
+// handoff asks from to send its entries of parts to to, in two passes: the
+// second picks up entries written to from by a writer that had not yet seen
+// the table naming to as the owner (usually none). It is abandoned as soon
+// as either node fails, instead of waiting for the handoff timeout.
+func (m *manager) handoff(ctx context.Context, requestID string, from, to contracts.NodeID, parts []int, p int) (contracts.HandoffReply, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		t := time.NewTicker(max(m.cfg.Heartbeat/2, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if failed := m.reg.failed([]contracts.NodeID{from, to}); len(failed) > 0 {
+					cancel(fmt.Errorf("node %s failed during the handoff", failed[0]))
+					return
+				}
+			}
+		}
+	}()
+	var total contracts.HandoffReply
+	for range 2 {
+		req := contracts.HandoffRequest{RequestID: requestID, Target: to, Partitions: parts, PartitionCount: p, Delete: true}
+		r, err := nodeRequest[contracts.HandoffReply](ctx, m.nc, contracts.NodeHandoff(from), req, m.cfg.HandoffTimeout)
+		if err != nil {
+			if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+				err = cause
+			}
+			return total, err
+		}
+		total.Keys += r.Keys
+		total.Bytes += r.Bytes
+		total.Stored += r.Stored
+		total.Skipped += r.Skipped
+		total.Batches += r.Batches
+	}
+	return total, nil
 }

@@ -286,3 +286,53 @@ func TestManagerAppearsInMicroList(t *testing.T) {
 		}
 	}
 }
+
+func TestRestartReplacesNodesThatDiedWithTheManager(t *testing.T) {
+	// A heartbeat of a minute: only the start-up probe can notice in time.
+	e := newEnv(t, func(c *Config) { c.InitialNodes = 2; c.Heartbeat = time.Minute })
+	e.start()
+	bustest.Eventually(t, 20*time.Second, e.settled(2))
+	e.stop()
+	for _, id := range e.launcher.running() {
+		e.launcher.node(id).crash()
+		e.launcher.mu.Lock()
+		delete(e.launcher.nodes, id)
+		e.launcher.mu.Unlock()
+	}
+	e.start()
+	bustest.Eventually(t, 20*time.Second, e.settled(2))
+	if tbl := e.table(); !slices.Equal(tbl.Nodes, []contracts.NodeID{"node-3", "node-4"}) {
+		t.Fatalf("nodes %v, want the replacements node-3 and node-4", tbl.Nodes)
+	}
+}
+
+func TestHandoffFromAFailingNodeIsAbandoned(t *testing.T) {
+	const hb = 250 * time.Millisecond
+	e := newEnv(t, func(c *Config) { c.InitialNodes = 2; c.Heartbeat = hb; c.HandoffTimeout = 5 * time.Minute })
+	e.launcher.hb = hb
+	e.start()
+	bustest.Eventually(t, 20*time.Second, e.settled(2))
+	e.fill(200)
+	stuck := e.launcher.node("node-1")
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	stuck.mu.Lock()
+	stuck.onHandoff = func() {
+		go stuck.crash()
+		<-release
+	}
+	stuck.mu.Unlock()
+
+	start := time.Now()
+	rec := e.resize(contracts.ResizeRequest{Change: "increase"})
+	if rec.Status != contracts.StateApplied {
+		t.Fatalf("resize %+v", rec)
+	}
+	bustest.Eventually(t, 20*time.Second, e.settled(3))
+	if tbl := e.table(); slices.Contains(tbl.Nodes, "node-1") {
+		t.Fatalf("the crashed node is still listed: %v", tbl.Nodes)
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Fatalf("took %v: the handoff waited for its timeout", d)
+	}
+}

@@ -183,3 +183,38 @@ func TestMigrationOffDropsMovedPartitions(t *testing.T) {
 		}
 	}
 }
+
+func TestLateWriteToTheFormerOwnerReachesTheNewOwner(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.InitialNodes = 2 })
+	e.start()
+	bustest.Eventually(t, 20*time.Second, e.settled(2))
+	want := e.fill(300)
+	tbl := e.table()
+	after := Rebalance(tbl.Owners, []contracts.NodeID{"node-1", "node-2", "node-3"})
+	var key string
+	for k := range want {
+		p := contracts.Partition(k, tbl.Partitions)
+		if tbl.Owners[p] == "node-1" && after[p] == "node-3" {
+			key = k
+			break
+		}
+	}
+	if key == "" {
+		t.Fatal("no key moves from node-1 to node-3")
+	}
+	src := e.launcher.node("node-1")
+	calls := 0
+	src.mu.Lock()
+	src.onHandoff = func() {
+		calls++ // handler runs on one subscription goroutine
+		if calls == 2 {
+			// A writer with the old table lands after the first pass.
+			src.put(contracts.Entry{Key: key, Version: 100, Value: []byte("new")})
+		}
+	}
+	src.mu.Unlock()
+	e.resize(contracts.ResizeRequest{Change: "increase"})
+	bustest.Eventually(t, 10*time.Second, e.settled(3))
+	want[key] = 100
+	e.checkOnOwners(want)
+}
