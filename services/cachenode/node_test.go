@@ -385,3 +385,12 @@ func microInfo(t *testing.T, nc *nats.Conn) micro.Info {
 	}
 	return info
 }
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
