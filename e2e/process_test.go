@@ -150,17 +150,36 @@ func TestManagerKill9DuringResizesLosesAndDoublesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Kill -9 at random points, five times.
-	for round := 0; round < 5; round++ {
-		time.Sleep(time.Duration(100+rng.IntN(700)) * time.Millisecond) // a random point, on purpose
-		mgr.kill9()
-		t.Logf("round %d: manager killed", round)
-		mgr = startProc(t, managerArgs...)
-	}
-
 	kv, err := js.KeyValue(ctx, contracts.BucketRequests)
 	if err != nil {
 		t.Fatal(err)
+	}
+	terminal := func() int {
+		n := 0
+		for _, id := range ids {
+			if e, err := kv.Get(ctx, id); err == nil {
+				var s contracts.ResizeRequestState
+				if json.Unmarshal(e.Value(), &s) == nil && contracts.Terminal(s.Status) {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	// Kill -9 at random points while the queue runs, five times.
+	killedMidQueue := 0
+	for round := 0; round < 5; round++ {
+		time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond) // a random point, on purpose
+		mgr.kill9()
+		done := terminal()
+		if done < cmds {
+			killedMidQueue++
+		}
+		t.Logf("round %d: manager killed with %d/%d commands terminal", round, done, cmds)
+		mgr = startProc(t, managerArgs...)
+	}
+	if killedMidQueue == 0 {
+		t.Log("note: every kill came after the queue had drained")
 	}
 	states := map[string]contracts.ResizeRequestState{}
 	bustest.Eventually(t, 3*time.Minute, func() error {
