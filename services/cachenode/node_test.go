@@ -29,7 +29,7 @@ type collector[T any] struct {
 	errs []error
 }
 
-func collect[T any](t *testing.T, nc *nats.Conn, subject string) *collector[T] {
+func collect[T any](t testing.TB, nc *nats.Conn, subject string) *collector[T] {
 	t.Helper()
 	c := &collector[T]{}
 	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
@@ -59,7 +59,7 @@ func (c *collector[T]) all() []T {
 	return append([]T(nil), c.msgs...)
 }
 
-func (c *collector[T]) check(t *testing.T) {
+func (c *collector[T]) check(t testing.TB) {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -77,7 +77,7 @@ type running struct {
 	err    error
 }
 
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	t.Helper()
 	r.cancel()
 	select {
@@ -91,7 +91,7 @@ func (r *running) stop(t *testing.T) {
 }
 
 // start runs a node on nc and waits for its announcement.
-func start(t *testing.T, nc *nats.Conn, announced *collector[contracts.NodeAnnouncement], cfg cachenode.Config) *running {
+func start(t testing.TB, nc *nats.Conn, announced *collector[contracts.NodeAnnouncement], cfg cachenode.Config) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{id: cfg.ID, cancel: cancel, done: make(chan struct{})}
@@ -119,7 +119,7 @@ func start(t *testing.T, nc *nats.Conn, announced *collector[contracts.NodeAnnou
 	return r
 }
 
-func put(t *testing.T, nc *nats.Conn, id contracts.NodeID, key string, version uint64, value []byte) contracts.PutReply {
+func put(t testing.TB, nc *nats.Conn, id contracts.NodeID, key string, version uint64, value []byte) contracts.PutReply {
 	t.Helper()
 	reply, err := putMsg(nc, id, map[string]string{
 		contracts.HdrKey:         key,
@@ -152,7 +152,7 @@ func get(nc *nats.Conn, id contracts.NodeID, key string) (*nats.Msg, error) {
 	return bus.RequestMsg(ctx, nc, &nats.Msg{Subject: contracts.NodeGet(id), Data: []byte(key)})
 }
 
-func request[Resp any](t *testing.T, nc *nats.Conn, subject string, req any) Resp {
+func request[Resp any](t testing.TB, nc *nats.Conn, subject string, req any) Resp {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -386,7 +386,7 @@ func microInfo(t *testing.T, nc *nats.Conn) micro.Info {
 	return info
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
