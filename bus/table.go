@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cachepool/cachepool/contracts"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -68,11 +69,11 @@ func WatchTable(ctx context.Context, js jetstream.JetStream, view *TableView, lo
 		kv, err = EnsureKV(ctx, js, PoolBucketConfig(1))
 	}
 	if err != nil {
-		return fmt.Errorf("bus: watch table: %w", err)
+		return fmt.Errorf("bus: watch table: %w", withPermissionError(js, err))
 	}
 	w, err := kv.Watch(ctx, contracts.KeyTable)
 	if err != nil {
-		return fmt.Errorf("bus: watch table: %w", err)
+		return fmt.Errorf("bus: watch table: %w", withPermissionError(js, err))
 	}
 	initial := true
 	for initial {
@@ -124,4 +125,17 @@ func applyTableEntry(view *TableView, e jetstream.KeyValueEntry, log *slog.Logge
 		return
 	}
 	view.Set(&t)
+}
+
+// withPermissionError adds the connection's last permissions violation to
+// err: a JetStream request the server refused otherwise only times out,
+// and the timeout alone does not say that the NATS user lacks a permission.
+func withPermissionError(js jetstream.JetStream, err error) error {
+	if js == nil || js.Conn() == nil {
+		return err
+	}
+	if last := js.Conn().LastError(); last != nil && errors.Is(last, nats.ErrPermissionViolation) {
+		return fmt.Errorf("%w (the NATS server refused a permission this service needs: %v)", err, last)
+	}
+	return err
 }

@@ -120,3 +120,5 @@ replace (
 	github.com/cachepool/cachepool/services/stats => ../services/stats
 	github.com/cachepool/cachepool/system => ../system
 )
+
+tool github.com/nats-io/nats-server/v2
