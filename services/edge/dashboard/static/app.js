@@ -496,7 +496,7 @@
         h('td', {class: 'muted'}, clock(d.occurred_at)),
         h('td', null, stateBadge(d.action)),
         h('td', {class: 'num'}, d.miss_rate == null ? '—' : fmtPct(d.miss_rate)),
-        h('td', null, d.target && d.action !== 'none' ? d.nodes + ' → ' + d.target : String(d.nodes)),
+        h('td', {class: 'nowrap'}, d.target && d.action !== 'none' ? d.nodes + ' → ' + d.target : d.nodes > 0 ? String(d.nodes) : '—'),
         h('td', {class: 'why', title: d.reason || ''}, d.reason || '')));
     }
     if (!ds.length) body.appendChild(h('tr', {class: 'empty'}, h('td', {colspan: 5}, 'no decisions yet (the scaler decides in automatic mode)')));

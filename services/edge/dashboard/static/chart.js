@@ -131,13 +131,15 @@
         const lab = el('text', {x: x0 - 8, y: y + 4, 'text-anchor': 'end', class: 'cpchart-label'}, svg);
         lab.textContent = opts.format(v);
       }
+      // Spans under 10 minutes (second-long buckets) label seconds too.
+      const fine = thi - tlo < 10 * 60 * 1000 && n > 1;
       // About one time label per 110 px, always including the last.
       const labels = Math.max(1, Math.min(n, Math.floor((x1 - x0) / 110)));
       const every = Math.max(1, Math.ceil(n / labels));
       for (let i = n - 1; i >= 0; i -= every) {
         const x = xOf(i);
         const lab = el('text', {x: x, y: h - 6, 'text-anchor': i === n - 1 && n > 1 ? 'end' : 'middle', class: 'cpchart-label'}, svg);
-        lab.textContent = clock(times[i]);
+        lab.textContent = fine ? clockSeconds(times[i]) : clock(times[i]);
       }
       el('line', {x1: x0, x2: x1, y1: y0, y2: y0, class: 'cpchart-axis'}, svg);
 
