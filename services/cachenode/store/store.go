@@ -170,10 +170,17 @@ func (s *Store) put(e contracts.Entry, imported bool) PutResult {
 	}
 	if it != nil {
 		s.remove(it) // taken out so eviction cannot pick it; reused below
-	} else {
-		it = &item{key: e.Key}
 	}
-	evicted := s.evictUntil(s.capacity - size)
+	evicted, victim := s.evictUntil(s.capacity - size)
+	if it == nil {
+		if victim != nil {
+			it = victim // nothing outside the store points at an item: reuse it
+			*it = item{}
+		} else {
+			it = &item{}
+		}
+		it.key = e.Key
+	}
 	it.value, it.version, it.contentType = e.Value, e.Version, e.ContentType
 	s.insert(it)
 	return PutResult{Stored: true, Version: e.Version, Evicted: evicted}
@@ -244,7 +251,8 @@ func (s *Store) SetConfig(capacityBytes int64, policy string) (int, error) {
 		s.lru.next, s.lru.prev = &s.lru, &s.lru
 	}
 	s.capacity, s.policy = capacityBytes, p
-	return s.evictUntil(s.capacity), nil
+	n, _ := s.evictUntil(s.capacity)
+	return n, nil
 }
 
 // Config returns the capacity in bytes and the normalized policy.
@@ -269,11 +277,9 @@ func (s *Store) Stats() Stats {
 }
 
 // evictUntil evicts by policy until the stored bytes are at most limit
-// (limit >= 0) and returns how many entries it evicted.
-func (s *Store) evictUntil(limit int64) int {
-	n := 0
+// (limit >= 0) and returns how many entries it evicted and the last one.
+func (s *Store) evictUntil(limit int64) (n int, victim *item) {
 	for s.bytes > limit && len(s.slots) > 0 {
-		var victim *item
 		if s.policy == contracts.PolicyRandom {
 			victim = s.slots[rand.IntN(len(s.slots))]
 		} else {
@@ -283,7 +289,7 @@ func (s *Store) evictUntil(limit int64) int {
 		n++
 	}
 	s.c.Evictions += uint64(n)
-	return n
+	return n, victim
 }
 
 func (s *Store) insert(it *item) {
