@@ -14,7 +14,7 @@ import (
 // feed hands the consumer's messages to the actor. With MaxAckPending 1 the
 // server delivers the next command only after the previous one is acked or
 // terminated, so at most one command is ever held here. A message still
-// held when ctx ends is nak'ed for the next Run.
+// held when ctx ends is kept for Run to nak.
 func (m *manager) feed(ctx context.Context, it jetstream.MessagesContext, out chan<- jetstream.Msg) {
 	for {
 		msg, err := it.Next()
@@ -33,7 +33,7 @@ func (m *manager) feed(ctx context.Context, it jetstream.MessagesContext, out ch
 		select {
 		case out <- msg:
 		case <-ctx.Done():
-			_ = msg.Nak()
+			m.hold(msg)
 			return
 		}
 	}
@@ -65,11 +65,34 @@ func (m *manager) actor(ctx context.Context, msgs <-chan jetstream.Msg) {
 // manager stopped working on (it would otherwise wait for its ack wait).
 func (m *manager) resume(ctx context.Context) {
 	st, _, err := m.st.state(ctx)
-	if err != nil || st.Current == nil || st.Current.AckSubject == "" {
+	if err != nil {
 		return
 	}
-	m.log.Info("resuming an interrupted resize", "request_id", st.Current.Command.RequestID, "seq", st.Current.Seq, "from", st.Current.From, "to", st.Current.To)
-	_ = m.nc.Publish(st.Current.AckSubject, []byte("-NAK"))
+	if st.Current != nil && st.Current.AckSubject != "" {
+		m.log.Info("resuming an interrupted resize", "request_id", st.Current.Command.RequestID, "seq", st.Current.Seq, "from", st.Current.From, "to", st.Current.To)
+		_ = m.nc.Publish(st.Current.AckSubject, []byte("-NAK"))
+		return
+	}
+	// A command delivered to a manager that died before storing anything:
+	// with max ack pending 1 it is the last one delivered. Its ack subject
+	// follows the documented $JS.ACK.<stream>.<consumer>.<delivered>.<stream
+	// seq>.<consumer seq>.<time>.<pending> form.
+	info, err := m.cons.Info(ctx)
+	if err != nil || info.NumAckPending == 0 {
+		return
+	}
+	m.log.Info("asking for the redelivery of a command held by a previous manager", "seq", info.Delivered.Stream)
+	subject := fmt.Sprintf("$JS.ACK.%s.%s.1.%d.%d.0.0", contracts.StreamResize, contracts.ConsumerResize, info.Delivered.Stream, info.Delivered.Consumer)
+	_ = m.nc.Publish(subject, []byte("-NAK"))
+}
+
+// hold keeps a message this manager stops working on; Run naks it once the
+// consumer subscription is gone, so the server redelivers it to the next
+// Run at once rather than to this one's dead subscription.
+func (m *manager) hold(msg jetstream.Msg) {
+	m.heldMu.Lock()
+	m.held = append(m.held, msg)
+	m.heldMu.Unlock()
 }
 
 // heal reconciles the pool outside of a command, logging a failure once.
@@ -193,7 +216,8 @@ func (m *manager) handle(ctx context.Context, msg jetstream.Msg) {
 			}
 			m.log.Info("resize rejected", "request_id", id, "seq", seq, "reason", d.Reject)
 			if err := m.finishRecord(ctx, out, cmd); err != nil {
-				m.log.Warn("record rejected request", "request_id", id, "err", err)
+				m.retryLater(ctx, msg, meta, err) // the redelivery finishes the record
+				return
 			}
 			m.ack(ctx, msg)
 			return
@@ -221,25 +245,24 @@ func (m *manager) handle(ctx context.Context, msg jetstream.Msg) {
 			return nil
 		})
 	}
-	if err := m.complete(ctx, msg, *cur); err != nil && ctx.Err() == nil {
+	if err := m.complete(ctx, msg, *cur); err != nil {
 		m.retryLater(ctx, msg, meta, err)
 	}
 }
 
 // complete does the work of a decided command (reconciling the pool to its
-// target), then stores its outcome and acks it. A provisioning failure ends
-// it failed, with the target set back to the nodes actually active; any
-// other error is returned for a retry (the decision stays stored). msg may
-// be nil for a command whose message is gone.
+// target), then stores its outcome, finishes its record and acks it. A
+// provisioning failure ends it failed, with the target set back to the nodes
+// actually active; any other error is returned and the caller has the
+// command redelivered (the decision or the outcome stays stored, so the
+// redelivery resumes or just finishes the record). msg may be nil for a
+// command whose message is gone.
 func (m *manager) complete(ctx context.Context, msg jetstream.Msg, cur inflight) error {
 	id := cur.Command.RequestID
 	stop := m.keepAlive(msg)
 	err := m.reconcile(ctx, id)
 	stop()
 	if ctx.Err() != nil {
-		if msg != nil {
-			_ = msg.Nak()
-		}
 		return ctx.Err()
 	}
 	out := outcome{Seq: cur.Seq, RequestID: id, Status: contracts.StateApplied, From: cur.From, To: cur.To}
@@ -273,7 +296,7 @@ func (m *manager) complete(ctx context.Context, msg jetstream.Msg, cur inflight)
 	}
 	m.log.Info("resize finished", "request_id", id, "seq", cur.Seq, "status", out.Status, "from", out.From, "to", out.To, "reason", out.Reason)
 	if err := m.finishRecord(ctx, out, cur.Command); err != nil {
-		m.log.Warn("record finished request", "request_id", id, "err", err)
+		return err // the redelivery (at or below last applied) finishes the record
 	}
 	if msg != nil {
 		m.ack(ctx, msg)
@@ -316,7 +339,7 @@ func (m *manager) ack(ctx context.Context, msg jetstream.Msg) {
 // when the manager is stopping.
 func (m *manager) retryLater(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, err error) {
 	if ctx.Err() != nil {
-		_ = msg.Nak() // stopping: the next Run takes it at once
+		m.hold(msg) // stopping: the next Run takes it at once
 		return
 	}
 	delay := 250 * time.Millisecond << min(meta.NumDelivered, 6)

@@ -52,6 +52,8 @@ type manager struct {
 	migration atomic.Pointer[contracts.MigrationProgress]
 	sem       chan struct{}
 	bg        sync.WaitGroup
+	heldMu    sync.Mutex
+	held      []jetstream.Msg // commands abandoned at stop, nak'ed by Run
 	lastHeal  string // last heal error logged (actor only)
 }
 
@@ -113,8 +115,14 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 
 	// Stop intake, then let in-flight handlers see the cancelled context.
 	_ = svc.Stop()
-	it.Stop()
+	m.stopConsuming(it)
 	feeder.Wait()
+	m.heldMu.Lock()
+	for _, msg := range m.held {
+		_ = msg.Nak() // after the unsubscribe: redelivered to the next Run
+	}
+	m.held = nil
+	m.heldMu.Unlock()
 	m.bg.Wait()
 	log.Info("manager stopped")
 	return nil
@@ -260,4 +268,25 @@ func (m *manager) probe(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+}
+
+// stopConsuming stops the pull subscription and waits (bounded) until its
+// unsubscribe reached the server, so a nak sent afterwards is redelivered
+// to the next subscriber, not to this one.
+func (m *manager) stopConsuming(it jetstream.MessagesContext) {
+	it.Stop()
+	// Closed reports a closed channel once the subscription is invalid; the
+	// iterator does not always close an earlier one, so ask again.
+	if c, ok := it.(interface{ Closed() <-chan struct{} }); ok {
+		deadline := time.Now().Add(5 * time.Second)
+	wait:
+		for time.Now().Before(deadline) {
+			select {
+			case <-c.Closed():
+				break wait
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	_ = m.nc.FlushTimeout(5 * time.Second)
 }

@@ -95,6 +95,15 @@ func (m *manager) finishMigration(ctx context.Context, tbl contracts.PartitionTa
 	if _, err := m.storeTable(ctx, tbl, rev, next); err != nil {
 		return err
 	}
+	// Former owners still in the pool forget what they handed over, including
+	// anything a late writer put there after the catch-up pass.
+	former := slices.Clone(tbl.Owners)
+	for p, from := range tbl.Previous {
+		if from != "" {
+			former[p] = from
+		}
+	}
+	m.dropMoved(ctx, former, tbl.Owners, nil)
 	progress.Done = true
 	if failures == 0 {
 		progress.TotalKeys, progress.TotalBytes = progress.MovedKeys, progress.MovedBytes

@@ -260,3 +260,140 @@ func TestDuplicateRequestIDQueuesOnce(t *testing.T) {
 	}
 	bustest.Eventually(t, 10*time.Second, e.settled(2))
 }
+
+// TestRandomStopsNeverLoseOrRepeat stops the manager again and again at
+// varying points of the work (after a random number of table writes) while
+// a queue of resizes runs; in the end every command is applied or rejected
+// exactly as a serial replay says, and no node id was launched twice.
+func TestRandomStopsNeverLoseOrRepeat(t *testing.T) {
+	e := newEnv(t, nil) // max 4
+	e.start()
+	bustest.Eventually(t, 20*time.Second, e.settled(1))
+	rng := rand.New(rand.NewPCG(3, 4))
+	const N = 24
+	for i := range N {
+		change := "increase"
+		if rng.IntN(2) == 0 {
+			change = "decrease"
+		}
+		if _, err := call[contracts.ResizeRequestState](t, e.client, contracts.PoolResize, contracts.ResizeRequest{RequestID: fmt.Sprintf("c%02d", i), Change: change}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	writes := 0
+	sub, err := e.client.Subscribe(contracts.EvtTable, func(*nats.Msg) {
+		mu.Lock()
+		writes++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	stops := 0
+	for round := 0; round < 10; round++ {
+		mu.Lock()
+		target := writes + 1 + rng.IntN(3)
+		mu.Unlock()
+		drained := false
+		bustest.Eventually(t, 20*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if writes >= target {
+				return nil
+			}
+			if st, err := readJSON[poolRecord](e, contracts.KeyState); err == nil && st.LastApplied >= N {
+				drained = true
+				return nil
+			}
+			return fmt.Errorf("round %d: %d table writes, waiting for %d", round, writes, target)
+		})
+		if drained {
+			break
+		}
+		e.stop()
+		e.start()
+		stops++
+	}
+	if stops < 3 {
+		t.Errorf("only %d stops happened while the queue ran", stops)
+	}
+	var recs []contracts.ResizeRequestState
+	for i := range N {
+		rec, err := call[contracts.ResizeRequestState](t, e.client, contracts.PoolRequest, contracts.RequestLookup{RequestID: fmt.Sprintf("c%02d", i), WaitMS: 30000})
+		if err != nil || !contracts.Terminal(rec.Status) {
+			t.Fatalf("c%02d: %+v %v", i, rec, err)
+		}
+		recs = append(recs, rec)
+	}
+	slices.SortFunc(recs, func(a, b contracts.ResizeRequestState) int { return int(a.Sequence) - int(b.Sequence) })
+	want, final := replay(recs, e.cfg.MaxNodes)
+	for i, r := range recs {
+		if r.Status != want[i] {
+			t.Errorf("%s (seq %d) ended %s, serial replay says %s", r.RequestID, r.Sequence, r.Status, want[i])
+		}
+	}
+	bustest.Eventually(t, 20*time.Second, e.settled(final))
+	launched, _ := e.launcher.history()
+	seen := map[contracts.NodeID]bool{}
+	for _, id := range launched {
+		if seen[id] {
+			t.Fatalf("%s launched twice: %v", id, launched)
+		}
+		seen[id] = true
+	}
+	if st := e.state(); st.LastApplied != recs[N-1].Sequence || st.Target != final {
+		t.Fatalf("last applied %d target %d, want %d and %d", st.LastApplied, st.Target, recs[N-1].Sequence, final)
+	}
+}
+
+// TestCommandHeldByADeadManagerIsRedeliveredAtOnce: a manager that died
+// right after receiving a command (nothing stored yet) leaves it pending
+// on the server until the ack wait; the next manager gets it back at once.
+func TestCommandHeldByADeadManagerIsRedeliveredAtOnce(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.AckWait = 10 * time.Minute })
+	e.start()
+	bustest.Eventually(t, 20*time.Second, e.settled(1))
+	e.stop()
+
+	ctx := context.Background()
+	js, err := jetstream.New(e.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(contracts.ResizeCommand{RequestID: "held", Change: 1, Source: contracts.SourceManual, RequestedAt: time.Now().UTC()})
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: contracts.PoolResizeCommand, Data: body}, jetstream.WithMsgID("held")); err != nil {
+		t.Fatal(err)
+	}
+	// The "dying manager": takes the command and never answers.
+	dead, err := nats.Connect(e.srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	djs, _ := jetstream.New(dead)
+	cons, err := djs.Consumer(ctx, contracts.StreamResize, contracts.ConsumerResize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for range batch.Messages() {
+		got++
+	}
+	if got != 1 {
+		t.Fatalf("the dying manager fetched %d commands", got)
+	}
+	dead.Close()
+
+	e.start()
+	// Well within the 10 minute ack wait.
+	rec, err := call[contracts.ResizeRequestState](t, e.client, contracts.PoolRequest, contracts.RequestLookup{RequestID: "held", WaitMS: 20000})
+	if err != nil || rec.Status != contracts.StateApplied {
+		t.Fatalf("held command: %+v %v", rec, err)
+	}
+	bustest.Eventually(t, 10*time.Second, e.settled(2))
+}

@@ -44,6 +44,9 @@ func (m *manager) reconcile(ctx context.Context, requestID string) error {
 		if err != nil {
 			return err
 		}
+		if requestID == "" && st.Current != nil {
+			requestID = st.Current.Command.RequestID // resuming its work before its redelivery
+		}
 		if failed := m.reg.failed(tbl.Nodes); len(failed) > 0 {
 			if err := m.removeFailed(ctx, tbl, rev, failed); err != nil {
 				return err
