@@ -54,7 +54,7 @@ type manager struct {
 	bg        sync.WaitGroup
 	heldMu    sync.Mutex
 	held      []jetstream.Msg // commands abandoned at stop, nak'ed by Run
-	lastHeal  string // last heal error logged (actor only)
+	lastHeal  string          // last heal error logged (actor only)
 }
 
 // Run runs the manager until ctx ends: it sets up the resize stream and
