@@ -47,6 +47,9 @@ func skipEvent(subject string) bool {
 // The subscription is removed before it returns. Events published before
 // the subscription exists are not replayed: the stream is live only.
 func streamEvents(c *gin.Context, nc *nats.Conn, ping time.Duration, log *slog.Logger) {
+	// Registered before the first byte goes out: once a client sees the
+	// stream open, a shutdown ends it.
+	shutdown := shutdownSignal(c.Request)
 	msgs := make(chan *nats.Msg, eventsBuffer)
 	sub, err := nc.ChanSubscribe(contracts.EventsFilter, msgs)
 	if err != nil {
@@ -73,7 +76,6 @@ func streamEvents(c *gin.Context, nc *nats.Conn, ping time.Duration, log *slog.L
 	}
 	w.Flush()
 
-	shutdown := shutdownSignal(c.Request)
 	tick := time.NewTicker(ping)
 	defer tick.Stop()
 	var buf bytes.Buffer
@@ -132,7 +134,9 @@ func writeEvent(buf *bytes.Buffer, subject string, data []byte) {
 var shutdowns sync.Map // *http.Server -> chan struct{}
 
 // shutdownSignal returns a channel closed when the server serving r shuts
-// down, or nil (never ready) when r carries no server.
+// down, or nil (never ready) when r carries no server. A stream that starts
+// while its server is already shutting down is not signalled; it ends when
+// the server's shutdown deadline closes its connection.
 func shutdownSignal(r *http.Request) <-chan struct{} {
 	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
 	if srv == nil {

@@ -54,9 +54,9 @@
     const d = t instanceof Date ? t : new Date(t);
     if (isNaN(d) || d.getFullYear() < 2000) return '—';
     const s = Math.max(0, Math.round((Date.now() - d.getTime()) / 1000));
-    if (s < 60) return s + ' s ago';
-    if (s < 3600) return Math.floor(s / 60) + ' min ago';
-    return Math.floor(s / 3600) + ' h ago';
+    if (s < 60) return s + 's ago';
+    if (s < 3600) return Math.floor(s / 60) + 'm ago';
+    return Math.floor(s / 3600) + 'h ago';
   }
   function shortID(id) {
     return id && id.length > 10 ? id.slice(0, 4) + '…' + id.slice(-4) : id || '—';
