@@ -69,6 +69,7 @@ type Store struct {
 	capacity int64
 	bytes    int64
 	policy   string
+	isLRU    bool // policy == lru, for the hit path
 	c        contracts.Counters
 	imported uint64
 }
@@ -80,7 +81,7 @@ func New(capacityBytes int64, policy string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{items: make(map[string]*item), capacity: capacityBytes, policy: p}
+	s := &Store{items: make(map[string]*item), capacity: capacityBytes, policy: p, isLRU: p == contracts.PolicyLRU}
 	s.lru.next, s.lru.prev = &s.lru, &s.lru
 	return s, nil
 }
@@ -109,7 +110,7 @@ func (s *Store) Get(key string) (contracts.Entry, bool) {
 		return contracts.Entry{}, false
 	}
 	s.c.Hits++
-	if s.policy == contracts.PolicyLRU && s.lru.next != it {
+	if s.isLRU && s.lru.next != it {
 		s.unlink(it)
 		s.pushFront(it)
 	}
@@ -162,7 +163,7 @@ func (s *Store) put(e contracts.Entry, imported bool) PutResult {
 		// Fits in place: no eviction, no map update.
 		s.bytes += size - it.size()
 		it.value, it.version, it.contentType = e.Value, e.Version, e.ContentType
-		if s.policy == contracts.PolicyLRU && s.lru.next != it {
+		if s.isLRU && s.lru.next != it {
 			s.unlink(it)
 			s.pushFront(it)
 		}
@@ -250,7 +251,7 @@ func (s *Store) SetConfig(capacityBytes int64, policy string) (int, error) {
 		}
 		s.lru.next, s.lru.prev = &s.lru, &s.lru
 	}
-	s.capacity, s.policy = capacityBytes, p
+	s.capacity, s.policy, s.isLRU = capacityBytes, p, p == contracts.PolicyLRU
 	n, _ := s.evictUntil(s.capacity)
 	return n, nil
 }
@@ -280,7 +281,7 @@ func (s *Store) Stats() Stats {
 // (limit >= 0) and returns how many entries it evicted and the last one.
 func (s *Store) evictUntil(limit int64) (n int, victim *item) {
 	for s.bytes > limit && len(s.slots) > 0 {
-		if s.policy == contracts.PolicyRandom {
+		if !s.isLRU {
 			victim = s.slots[rand.IntN(len(s.slots))]
 		} else {
 			victim = s.lru.prev
@@ -296,7 +297,7 @@ func (s *Store) insert(it *item) {
 	s.items[it.key] = it
 	it.idx = len(s.slots)
 	s.slots = append(s.slots, it)
-	if s.policy == contracts.PolicyLRU {
+	if s.isLRU {
 		s.pushFront(it)
 	}
 	s.bytes += it.size()
