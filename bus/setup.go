@@ -11,7 +11,7 @@ import (
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	s, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("bus: ensure stream %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("bus: ensure stream %s: %w", cfg.Name, withPermissionError(js, err))
 	}
 	return s, nil
 }
@@ -20,7 +20,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("bus: ensure bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("bus: ensure bucket %s: %w", cfg.Bucket, withPermissionError(js, err))
 	}
 	return kv, nil
 }
