@@ -56,7 +56,9 @@ func (m *manager) actor(ctx context.Context, msgs <-chan jetstream.Msg) {
 		case <-m.kickCh:
 			m.heal(ctx)
 		case <-tick.C:
-			m.heal(ctx)
+			if time.Now().After(m.healAfter) {
+				m.heal(ctx)
+			}
 		}
 	}
 }
@@ -104,6 +106,14 @@ func (m *manager) heal(ctx context.Context) {
 	msg := ""
 	if err != nil {
 		msg = err.Error()
+	}
+	// While healing fails (a launcher that cannot start nodes, no standby
+	// node), periodic retries back off up to 30s; kicks retry at once.
+	if err != nil {
+		m.healBackoff = min(max(2*m.healBackoff, m.cfg.Heartbeat), 30*time.Second)
+		m.healAfter = time.Now().Add(m.healBackoff)
+	} else {
+		m.healBackoff, m.healAfter = 0, time.Time{}
 	}
 	if msg != m.lastHeal {
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -102,6 +103,10 @@ func asyncJSON[Req, Resp any](m *manager, timeout time.Duration, fn func(context
 			bus.RespondError(r, contracts.Errorf(contracts.CodeUnavailable, "too many requests waiting, retry later"))
 			return
 		}
+		// The micro.Request belongs to the subscription goroutine once the
+		// handler returns, so the answer goes straight to the reply subject,
+		// in the same shape (micro error headers on failure).
+		reply := r.Reply()
 		m.bg.Add(1)
 		go func() {
 			defer m.bg.Done()
@@ -109,12 +114,22 @@ func asyncJSON[Req, Resp any](m *manager, timeout time.Duration, fn func(context
 			ctx, cancel := context.WithTimeout(m.base, timeout)
 			defer cancel()
 			resp, err := fn(ctx, req)
-			if err != nil {
-				bus.RespondError(r, err)
-				return
+			var body []byte
+			if err == nil {
+				body, err = json.Marshal(resp)
 			}
-			if err := r.RespondJSON(resp); err != nil {
-				bus.RespondError(r, err)
+			msg := &nats.Msg{Subject: reply, Data: body}
+			if err != nil {
+				we := bus.AsWire(err)
+				msg.Data = nil
+				msg.Header = nats.Header{}
+				msg.Header.Set(micro.ErrorCodeHeader, strconv.Itoa(we.Code))
+				msg.Header.Set(micro.ErrorHeader, we.Message)
+			}
+			if reply != "" {
+				if err := m.nc.PublishMsg(msg); err != nil {
+					m.log.Warn("answer request", "err", err)
+				}
 			}
 		}()
 	})

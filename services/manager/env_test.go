@@ -19,7 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	level := slog.LevelWarn
 	if os.Getenv("CACHEPOOL_TEST_LOG") == "1" {
 		level = slog.LevelDebug
@@ -30,7 +30,7 @@ func testLogger(t *testing.T) *slog.Logger {
 // env is one component-test setup: an embedded server, the manager's
 // connection, a client connection, and a fake launcher on its own connection.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *server.Server
 	nc       *nats.Conn
 	client   *nats.Conn
@@ -41,7 +41,7 @@ type env struct {
 
 const testHeartbeat = time.Second
 
-func newEnv(t *testing.T, mutate func(*Config)) *env {
+func newEnv(t testing.TB, mutate func(*Config)) *env {
 	t.Helper()
 	srv := bustest.RunServer(t)
 	e := &env{t: t, srv: srv, nc: bustest.Connect(t, srv), client: bustest.Connect(t, srv)}
@@ -73,7 +73,7 @@ func (e *env) start() {
 }
 
 // call sends a request to the manager and decodes the reply.
-func call[Resp any](t *testing.T, nc *nats.Conn, subject string, req any) (Resp, error) {
+func call[Resp any](t testing.TB, nc *nats.Conn, subject string, req any) (Resp, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -81,7 +81,7 @@ func call[Resp any](t *testing.T, nc *nats.Conn, subject string, req any) (Resp,
 }
 
 // raw sends body as is and returns the wire error, if any.
-func raw(t *testing.T, nc *nats.Conn, subject, body string) *contracts.Error {
+func raw(t testing.TB, nc *nats.Conn, subject, body string) *contracts.Error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -359,7 +359,7 @@ func (nopLauncher) Terminate(context.Context, contracts.NodeID) error { return n
 // runManager runs Run in the background; the returned stop cancels it and
 // fails the test unless Run returns nil within 20s. It is also called in
 // t.Cleanup.
-func runManager(t *testing.T, nc *nats.Conn, cfg Config) (stop func()) {
+func runManager(t testing.TB, nc *nats.Conn, cfg Config) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

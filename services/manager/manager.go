@@ -54,7 +54,10 @@ type manager struct {
 	bg        sync.WaitGroup
 	heldMu    sync.Mutex
 	held      []jetstream.Msg // commands abandoned at stop, nak'ed by Run
-	lastHeal  string          // last heal error logged (actor only)
+	// actor only: the last heal error logged, and the retry backoff
+	lastHeal    string
+	healBackoff time.Duration
+	healAfter   time.Time
 }
 
 // Run runs the manager until ctx ends: it sets up the resize stream and
