@@ -398,7 +398,11 @@ func (m *manager) status(ctx context.Context, _ Empty) (contracts.PoolStatus, er
 				return
 			}
 		}
-		out.Nodes = append(out.Nodes, contracts.NodeInfo{ID: id, State: state, Partitions: load[id], LastSeen: m.reg.lastSeenAt(id).UTC(), Provider: m.cfg.Provisioner})
+		info := contracts.NodeInfo{ID: id, State: state, Partitions: load[id], Provider: m.cfg.Provisioner}
+		if seen := m.reg.lastSeenAt(id); !seen.IsZero() {
+			info.LastSeen = seen.UTC()
+		}
+		out.Nodes = append(out.Nodes, info)
 	}
 	for _, id := range tbl.Nodes {
 		add(id, contracts.NodeActive)

@@ -187,8 +187,15 @@ func (m *manager) setup(ctx context.Context) error {
 		Target: m.cfg.InitialNodes,
 	}}
 	first.Config.Policy = contracts.NormalizePolicy(first.Config.Policy)
-	if _, err := m.st.initState(ctx, first); err != nil {
+	st, err := m.st.initState(ctx, first)
+	if err != nil {
 		return err
+	}
+	if st.Target > m.cfg.MaxNodes {
+		m.log.Warn("the stored target is above max nodes; lowering it", "target", st.Target, "max_nodes", m.cfg.MaxNodes)
+		if _, err := m.st.update(ctx, func(s *poolRecord) error { s.Target = min(s.Target, m.cfg.MaxNodes); return nil }); err != nil {
+			return err
+		}
 	}
 	tbl, err := m.st.initTable(ctx, m.cfg.Partitions)
 	if err != nil {

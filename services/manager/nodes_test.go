@@ -336,3 +336,20 @@ func TestHandoffFromAFailingNodeIsAbandoned(t *testing.T) {
 		t.Fatalf("took %v: the handoff waited for its timeout", d)
 	}
 }
+
+func TestStoredStateWinsButMaxNodesBoundsIt(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.InitialNodes = 3 })
+	e.start()
+	bustest.Eventually(t, 20*time.Second, e.settled(3))
+	e.stop()
+	e.cfg.InitialNodes = 1 // the stored target (3) wins over the initial size
+	e.start()
+	bustest.Eventually(t, 20*time.Second, e.settled(3))
+	e.stop()
+	e.cfg.MaxNodes = 2
+	e.start()
+	bustest.Eventually(t, 20*time.Second, e.settled(2))
+	if st := e.state(); st.Target != 2 {
+		t.Fatalf("target %d, want 2", st.Target)
+	}
+}
