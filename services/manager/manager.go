@@ -94,6 +94,9 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 			_ = s.Unsubscribe()
 		}
 	}()
+	if n := m.reg.discover(ctx, nc, min(cfg.Heartbeat, 300*time.Millisecond)); n > 0 {
+		log.Info("cache nodes found at start", "nodes", n)
+	}
 	m.probe(ctx)
 
 	it, err := m.cons.Messages(jetstream.PullMaxMessages(1))

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
 	"sync"
@@ -206,4 +207,43 @@ func (r *registry) idleStandby(busy []contracts.NodeID) []contracts.NodeID {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// discover asks every running cache node to identify itself (a micro PING
+// of contracts.ServiceNode; each instance answers with its node id in the
+// metadata) and registers those that answer within window. A manager that
+// starts after its nodes thus knows them before it applies a command,
+// instead of waiting for their next heartbeats.
+func (r *registry) discover(ctx context.Context, nc *nats.Conn, window time.Duration) int {
+	ch := make(chan *nats.Msg, 256)
+	inbox := nc.NewInbox()
+	sub, err := nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return 0
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest("$SRV.PING."+contracts.ServiceNode, inbox, nil); err != nil {
+		return 0
+	}
+	timer := time.NewTimer(window)
+	defer timer.Stop()
+	found := 0
+	for {
+		select {
+		case m := <-ch:
+			var ping struct {
+				Metadata map[string]string `json:"metadata"`
+			}
+			if json.Unmarshal(m.Data, &ping) == nil {
+				if id := contracts.NodeID(ping.Metadata["node"]); id.Valid() == nil {
+					r.seen(id)
+					found++
+				}
+			}
+		case <-timer.C:
+			return found
+		case <-ctx.Done():
+			return found
+		}
+	}
 }
