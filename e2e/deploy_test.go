@@ -146,7 +146,7 @@ func startNATSCluster(t testing.TB) *natsCluster {
 		if t.Failed() {
 			for i, p := range c.procs {
 				if p != nil {
-					t.Logf("nats-%d log (tail):\n%s", i+1, tail(p.log.text(), 4000))
+					t.Logf("nats-%d log (tail):\n%s", i+1, tail(p.log.text(), 40000))
 				}
 			}
 		}
