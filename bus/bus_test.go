@@ -194,3 +194,39 @@ func TestConnectGivesUpOnContextWhenNoServer(t *testing.T) {
 		t.Fatal("connected to nothing")
 	}
 }
+
+func TestDetachAnswersAfterTheHandlerReturns(t *testing.T) {
+	srv := bustest.RunServer(t)
+	nc := bustest.Connect(t, srv)
+	svc, err := micro.AddService(nc, micro.Config{Name: "late", Version: "0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	h := micro.HandlerFunc(func(r micro.Request) {
+		d := bus.Detach(nc, r)
+		go func() {
+			if string(d.Data()) == "fail" {
+				bus.RespondError(d, contracts.Errorf(contracts.CodeConflict, "no %s", d.Subject()))
+				return
+			}
+			_ = d.RespondJSON(echoResp{Greeting: "late " + string(d.Data())})
+		}()
+	})
+	if err := svc.AddEndpoint("late", h, micro.WithEndpointSubject("test.late")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 50; i++ {
+		reply, err := bus.RequestMsg(ctx, nc, &nats.Msg{Subject: "test.late", Data: []byte("x")})
+		if err != nil || string(reply.Data) != `{"greeting":"late x"}` {
+			t.Fatalf("got %v %v", reply, err)
+		}
+		_, err = bus.RequestMsg(ctx, nc, &nats.Msg{Subject: "test.late", Data: []byte("fail")})
+		var ce *contracts.Error
+		if !errors.As(err, &ce) || ce.Code != contracts.CodeConflict || ce.Message != "no test.late" {
+			t.Fatalf("got %v", err)
+		}
+	}
+}

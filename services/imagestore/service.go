@@ -201,6 +201,7 @@ func (s *service) async(limited bool, h micro.Handler) micro.Handler {
 		if limited {
 			s.sem <- struct{}{}
 		}
+		r = bus.Detach(s.nodes.nc, r) // answered after this handler returns
 		go func() {
 			defer func() {
 				if limited {
