@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -156,8 +157,8 @@ type lease struct {
 }
 
 func newLease(cfg LeaseConfig, log *slog.Logger) (*lease, error) {
-	if cfg.Role == "" {
-		return nil, errors.New("bus: lease: role is required")
+	if !validKey(cfg.Role) {
+		return nil, fmt.Errorf("bus: lease: role %q is not a valid key", cfg.Role)
 	}
 	if cfg.TTL < 0 {
 		return nil, fmt.Errorf("bus: lease: ttl must be positive, got %v", cfg.TTL)
@@ -235,6 +236,7 @@ func (l *lease) acquire(ctx context.Context) (uint64, time.Time, error) {
 					continue
 				}
 				if e != nil && e.Operation() != jetstream.KeyValuePut {
+					l.log.Debug("the lease was released or expired", "op", e.Operation().String())
 					timer.Stop()
 					break wait
 				}
@@ -243,8 +245,8 @@ func (l *lease) acquire(ctx context.Context) (uint64, time.Time, error) {
 	}
 }
 
-// hold runs run while renewing the lease. It reports run's error and whether
-// the lease was lost (otherwise it has been released).
+// hold runs run while renewing the lease. It reports whether the lease was
+// lost (otherwise it has been released) and run's error.
 func (l *lease) hold(ctx context.Context, rev uint64, sent time.Time, run func(context.Context) error) (lost bool, err error) {
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -337,6 +339,19 @@ func (l *lease) release(rev uint64) {
 		return
 	}
 	l.log.Info("lease released")
+}
+
+// validKey reports a valid KV key, as jetstream checks it.
+func validKey(k string) bool {
+	if k == "" || k[0] == '.' || k[len(k)-1] == '.' {
+		return false
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-/_=.", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *lease) value() []byte {
