@@ -17,6 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// errLauncherClosed refuses launches once the system is stopping.
+var errLauncherClosed = errors.New("the system is stopping: no new cache nodes")
+
 // localLauncher runs cache nodes as goroutines of this process, each on its
 // own connection from connect. Terminate cancels the node and waits for its
 // clean stop. Safe for concurrent use.
@@ -25,8 +28,9 @@ type localLauncher struct {
 	cfg     Config
 	log     *slog.Logger
 
-	mu    sync.Mutex
-	nodes map[contracts.NodeID]*localNode
+	mu     sync.Mutex
+	nodes  map[contracts.NodeID]*localNode
+	closed bool // after stopAll: no more launches
 }
 
 type localNode struct {
@@ -42,6 +46,9 @@ func newLocalLauncher(cfg Config, connect func(string) (*nats.Conn, error), log 
 func (l *localLauncher) Launch(_ context.Context, id contracts.NodeID, cache contracts.CacheConfig) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return errLauncherClosed
+	}
 	if _, ok := l.nodes[id]; ok {
 		return nil // already running: launching is idempotent
 	}
@@ -87,6 +94,7 @@ func (l *localLauncher) Terminate(ctx context.Context, id contracts.NodeID) erro
 // stopAll terminates every node still running.
 func (l *localLauncher) stopAll(ctx context.Context) {
 	l.mu.Lock()
+	l.closed = true
 	ids := make([]contracts.NodeID, 0, len(l.nodes))
 	for id := range l.nodes {
 		ids = append(ids, id)
@@ -105,9 +113,10 @@ type execLauncher struct {
 	cfg     Config
 	log     *slog.Logger
 
-	mu    sync.Mutex
-	procs map[contracts.NodeID]*exec.Cmd
-	done  map[contracts.NodeID]chan struct{}
+	mu     sync.Mutex
+	procs  map[contracts.NodeID]*exec.Cmd
+	done   map[contracts.NodeID]chan struct{}
+	closed bool // after stopAll: no more launches
 }
 
 func newExecLauncher(cfg Config, natsURL string, log *slog.Logger) (*execLauncher, error) {
@@ -125,6 +134,9 @@ func newExecLauncher(cfg Config, natsURL string, log *slog.Logger) (*execLaunche
 func (l *execLauncher) Launch(_ context.Context, id contracts.NodeID, cache contracts.CacheConfig) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return errLauncherClosed
+	}
 	if _, ok := l.procs[id]; ok {
 		return nil
 	}
@@ -171,6 +183,7 @@ func (l *execLauncher) Terminate(ctx context.Context, id contracts.NodeID) error
 
 func (l *execLauncher) stopAll(ctx context.Context) {
 	l.mu.Lock()
+	l.closed = true
 	ids := make([]contracts.NodeID, 0, len(l.procs))
 	for id := range l.procs {
 		ids = append(ids, id)

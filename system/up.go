@@ -73,9 +73,6 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, ready func(Info)) err
 		}
 	}
 
-	sup := &supervisor{log: log, failed: make(chan error, 16)}
-	defer sup.stopAll()
-
 	adminNC, err := connect("cachepool-up")
 	if err != nil {
 		return err
@@ -99,6 +96,11 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, ready func(Info)) err
 		defer l.stopAll(context.Background())
 		launcher = l
 	}
+
+	// Deferred after the launcher's stop, so it runs first: the manager
+	// stops before the nodes it would otherwise replace.
+	sup := &supervisor{log: log, failed: make(chan error, 16)}
+	defer sup.stopAll()
 
 	services := []struct {
 		name string
