@@ -64,8 +64,15 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 			return fmt.Errorf("edge: listen: %w", err)
 		}
 	}
+	s := newServer(nc, cfg, view, log)
+	poolSub, err := s.metrics.pool.watchPool(nc)
+	if err != nil {
+		closeListener(ln)
+		return fmt.Errorf("edge: subscribe to %s: %w", contracts.EvtMinute, err)
+	}
+	defer poolSub.Unsubscribe()
 	srv := &http.Server{
-		Handler:           newServer(nc, cfg, view, log).engine(),
+		Handler:           s.engine(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

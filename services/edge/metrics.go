@@ -32,6 +32,7 @@ type metrics struct {
 	hits      prometheus.Counter
 	misses    prometheus.Counter
 	busErrors *prometheus.CounterVec
+	pool      *poolGauges
 }
 
 func newMetrics() *metrics {
@@ -61,6 +62,7 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.hits, m.misses, m.busErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.pool = newPoolGauges(m.reg)
 	return m
 }
 
