@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +29,7 @@ import (
 	"github.com/cachepool/cachepool/contracts"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
 )
 
 // deployDir is the repository's deploy/ folder, relative to this package.
@@ -47,19 +50,19 @@ var (
 )
 
 // natsServerBinary builds the real nats-server from the module in go.mod
-// (github.com/nats-io/nats-server/v2), once per test run.
+// (github.com/nats-io/nats-server/v2), once per test run, to one fixed
+// path in the temp dir (written through a rename, so parallel runs never
+// see half a binary and runs do not pile up copies).
 func natsServerBinary(t testing.TB) string {
 	t.Helper()
 	natsBuildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cachepool-e2e-nats")
-		if err != nil {
-			natsBuildErr = err
-			return
-		}
-		natsBinPath = filepath.Join(dir, "nats-server")
-		cmd := exec.Command("go", "build", "-o", natsBinPath, "github.com/nats-io/nats-server/v2")
+		natsBinPath = filepath.Join(os.TempDir(), "cachepool-e2e-nats-server")
+		tmp := fmt.Sprintf("%s.%d", natsBinPath, os.Getpid())
+		cmd := exec.Command("go", "build", "-o", tmp, "github.com/nats-io/nats-server/v2")
 		cmd.Stderr = os.Stderr
-		natsBuildErr = cmd.Run()
+		if natsBuildErr = cmd.Run(); natsBuildErr == nil {
+			natsBuildErr = os.Rename(tmp, natsBinPath)
+		}
 	})
 	if natsBuildErr != nil {
 		t.Fatalf("building nats-server: %v", natsBuildErr)
@@ -640,4 +643,481 @@ func (s *syncWriter) text() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.String()
+}
+
+// authUsers lists the users deploy/nats/auth.conf defines.
+func authUsers(t *testing.T) map[string]bool {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(deployDir, "nats", "auth.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*\{?\s*user:\s*(\w+)`).FindAllStringSubmatch(string(raw), -1) {
+		users[m[1]] = true
+	}
+	for _, u := range natsUsers {
+		if !users[u] {
+			t.Fatalf("auth.conf has no user %q (found %v)", u, users)
+		}
+	}
+	return users
+}
+
+// serviceUser is the NATS user each `cachepool serve <service>` runs as.
+var serviceUser = map[string]string{
+	"edge": "edge", "store": "store", "cachenode": "node", "manager": "manager", "stats": "stats", "scaler": "scaler",
+}
+
+// checkNATSURLs checks a --nats value: three servers, each with the user
+// the service must run as.
+func checkNATSURLs(t *testing.T, where, service, urls string) {
+	t.Helper()
+	want, ok := serviceUser[service]
+	if !ok {
+		t.Errorf("%s: unknown service %q", where, service)
+		return
+	}
+	parts := strings.Split(urls, ",")
+	if len(parts) != 3 {
+		t.Errorf("%s: --nats lists %d servers, want the 3 of the cluster: %s", where, len(parts), urls)
+	}
+	for _, p := range parts {
+		m := regexp.MustCompile(`^nats://([^:@]+):[^@]+@[^,]+:4222$`).FindStringSubmatch(p)
+		if m == nil {
+			t.Errorf("%s: %q is not nats://user:password@host:4222", where, p)
+			continue
+		}
+		if m[1] != want {
+			t.Errorf("%s: %s runs as NATS user %q, want %q", where, service, m[1], want)
+		}
+	}
+}
+
+// natsConfigTest runs `nats-server -t` (parse and check, then exit) on conf.
+func natsConfigTest(t *testing.T, conf string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(natsServerBinary(t), "-t", "-c", conf)
+	cmd.Env = append(os.Environ(), env...)
+	for _, u := range natsUsers {
+		cmd.Env = append(cmd.Env, passwordEnv(u)+"="+randomHex(8))
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nats-server -t -c %s: %v\n%s", conf, err, out)
+	}
+}
+
+// TestDeployNATSConfigsValid checks the configs that cannot run here as a
+// cluster (hosts/ and the Kubernetes ConfigMap) with the real server's
+// config test, using route certificates from deploy/nats/tls/make-certs.sh,
+// and that the ConfigMap's auth.conf is deploy/nats/auth.conf.
+func TestDeployNATSConfigsValid(t *testing.T) {
+	authUsers(t)
+	auth, err := os.ReadFile(filepath.Join(deployDir, "nats", "auth.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tls := t.TempDir()
+	if out, err := exec.Command("sh", filepath.Join(deployDir, "nats", "tls", "make-certs.sh"), tls).CombinedOutput(); err != nil {
+		t.Fatalf("make-certs.sh: %v\n%s", err, out)
+	}
+	render := func(conf string) string {
+		conf = strings.ReplaceAll(conf, "/etc/nats/tls", tls)
+		return regexp.MustCompile(`store_dir: "[^"]*"`).ReplaceAllString(conf, fmt.Sprintf("store_dir: %q", t.TempDir()))
+	}
+
+	// hosts/nats.conf includes ../auth.conf.
+	dir := t.TempDir()
+	raw, err := os.ReadFile(filepath.Join(deployDir, "nats", "hosts", "nats.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "hosts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "auth.conf"), string(auth))
+	writeFile(t, filepath.Join(dir, "hosts", "nats.conf"), render(string(raw)))
+	natsConfigTest(t, filepath.Join(dir, "hosts", "nats.conf"), "NATS_SERVER_NAME=nats-1")
+
+	// The Kubernetes ConfigMap: nats.conf next to auth.conf.
+	var cm struct {
+		Kind string            `yaml:"kind"`
+		Data map[string]string `yaml:"data"`
+	}
+	for _, doc := range yamlDocs(t, filepath.Join(deployDir, "k8s", "nats.yaml")) {
+		if doc.kind() == "ConfigMap" {
+			if err := doc.node.Decode(&cm); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if cm.Data["auth.conf"] != string(auth) {
+		t.Fatal("k8s/nats.yaml's auth.conf differs from deploy/nats/auth.conf: copy it again")
+	}
+	kdir := t.TempDir()
+	writeFile(t, filepath.Join(kdir, "auth.conf"), cm.Data["auth.conf"])
+	conf := strings.ReplaceAll(render(cm.Data["nats.conf"]), "/var/run/nats", kdir)
+	writeFile(t, filepath.Join(kdir, "nats.conf"), conf)
+	natsConfigTest(t, filepath.Join(kdir, "nats.conf"), "SERVER_NAME=nats-0")
+
+	// Every config keeps the settings the system relies on.
+	for name, c := range map[string]string{"local/nats-1.conf": "", "hosts/nats.conf": string(raw), "k8s nats.conf": cm.Data["nats.conf"]} {
+		if c == "" {
+			b, err := os.ReadFile(filepath.Join(deployDir, "nats", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c = string(b)
+		}
+		for _, want := range []string{"max_payload: 9MB", "sync_interval: always", "name: cachepool", "include "} {
+			if !strings.Contains(c, want) {
+				t.Errorf("%s lacks %q", name, want)
+			}
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// yamlDoc is one document of a (multi-document) YAML file.
+type yamlDoc struct{ node *yaml.Node }
+
+func (d yamlDoc) kind() string {
+	var h struct {
+		Kind string `yaml:"kind"`
+	}
+	_ = d.node.Decode(&h)
+	return h.Kind
+}
+
+func yamlDocs(t *testing.T, path string) []yamlDoc {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	var docs []yamlDoc
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return docs
+			}
+			t.Fatalf("%s: document %d: %v", path, len(docs)+1, err)
+		}
+		docs = append(docs, yamlDoc{&n})
+	}
+}
+
+// TestDeployComposeValid parses deploy/compose/docker-compose.yml (no
+// Docker engine here) and checks what would make it fail at run time: every
+// cachepool service runs as its own NATS user on all three servers with
+// --replicas 3, the servers get every password auth.conf needs, every
+// ${VAR} is in .env.example, and depends_on names existing services.
+func TestDeployComposeValid(t *testing.T) {
+	users := authUsers(t)
+	path := filepath.Join(deployDir, "compose", "docker-compose.yml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Image       string            `yaml:"image"`
+			Command     []string          `yaml:"command"`
+			Environment map[string]string `yaml:"environment"`
+			DependsOn   map[string]any    `yaml:"depends_on"`
+			Deploy      struct {
+				Replicas int `yaml:"replicas"`
+			} `yaml:"deploy"`
+		} `yaml:"services"`
+		Volumes map[string]any `yaml:"volumes"`
+	}
+	if err := yaml.Unmarshal(raw, &compose); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	instances := map[string]int{}
+	ids := map[string]bool{}
+	natsServers := 0
+	for name, s := range compose.Services {
+		for dep := range s.DependsOn {
+			if _, ok := compose.Services[dep]; !ok {
+				t.Errorf("%s depends on unknown service %s", name, dep)
+			}
+		}
+		if slices.Contains(s.Command, "/etc/nats/hosts/nats.conf") {
+			natsServers++
+			for _, u := range natsUsers {
+				if _, ok := s.Environment[passwordEnv(u)]; !ok {
+					t.Errorf("NATS server %s lacks %s", name, passwordEnv(u))
+				}
+			}
+			if s.Environment["NATS_SERVER_NAME"] != name {
+				t.Errorf("NATS server %s is named %q", name, s.Environment["NATS_SERVER_NAME"])
+			}
+			continue
+		}
+		if len(s.Command) < 2 || s.Command[0] != "serve" {
+			continue
+		}
+		service := s.Command[1]
+		n := max(s.Deploy.Replicas, 1)
+		instances[service] += n
+		checkNATSURLs(t, "compose "+name, service, s.Environment["CACHEPOOL_NATS"])
+		u := serviceUser[service]
+		if !users[u] || !strings.Contains(s.Environment["CACHEPOOL_NATS"], "${"+passwordEnv(u)+"}") {
+			t.Errorf("compose %s: the NATS URL does not use ${%s}", name, passwordEnv(u))
+		}
+		if s.Environment["CACHEPOOL_REPLICAS"] != "3" {
+			t.Errorf("compose %s: CACHEPOOL_REPLICAS=%q, want 3", name, s.Environment["CACHEPOOL_REPLICAS"])
+		}
+		if service == "cachenode" {
+			i := slices.Index(s.Command, "--id")
+			if !slices.Contains(s.Command, "--standby") || i < 0 || i+1 >= len(s.Command) || ids[s.Command[i+1]] {
+				t.Errorf("compose %s: a cache node needs --standby and its own --id: %v", name, s.Command)
+			} else {
+				ids[s.Command[i+1]] = true
+			}
+		}
+	}
+	if natsServers != 3 {
+		t.Errorf("%d NATS servers, want 3", natsServers)
+	}
+	for service, want := range map[string]int{"manager": 1, "scaler": 1, "stats": 1, "store": 2, "edge": 2, "cachenode": 3} {
+		if instances[service] != want {
+			t.Errorf("%d %s instances, want %d", instances[service], service, want)
+		}
+	}
+	env, err := os.ReadFile(filepath.Join(deployDir, "compose", ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`\$\{(\w+)`).FindAllStringSubmatch(string(raw), -1) {
+		if !regexp.MustCompile(`(?m)^` + m[1] + `=`).Match(env) {
+			t.Errorf("compose uses ${%s}, .env.example does not set it", m[1])
+		}
+	}
+	dockerfile, err := os.ReadFile(filepath.Join(deployDir, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(dockerfile), "CGO_ENABLED=0 go build") || !strings.Contains(string(dockerfile), "./cmd/cachepool") {
+		t.Error("deploy/Dockerfile does not build ./cmd/cachepool statically")
+	}
+}
+
+// TestDeployDockerfileBuild runs the Dockerfile's build step (a static,
+// pure-Go build of cmd/cachepool) outside Docker.
+func TestDeployDockerfileBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/cachepool")
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(t.TempDir(), "cachepool"), "./cmd/cachepool")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 go build ./cmd/cachepool: %v\n%s", err, out)
+	}
+}
+
+// TestDeploySystemdUnitsValid runs `systemd-analyze verify` on every unit
+// of deploy/systemd (with the binaries pointed at the ones built here), and
+// checks each service's env file runs it as its own NATS user.
+func TestDeploySystemdUnitsValid(t *testing.T) {
+	users := authUsers(t)
+	units, err := filepath.Glob(filepath.Join(deployDir, "systemd", "*.service"))
+	if err != nil || len(units) < 7 {
+		t.Fatalf("units: %v %v", units, err)
+	}
+	analyze, lookErr := exec.LookPath("systemd-analyze")
+	dir := t.TempDir()
+	for _, u := range units {
+		raw, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unit := string(raw)
+		for _, section := range []string{"[Unit]", "[Service]", "[Install]"} {
+			if !strings.Contains(unit, section) {
+				t.Errorf("%s lacks %s", filepath.Base(u), section)
+			}
+		}
+		exec := regexp.MustCompile(`(?m)^ExecStart=(\S+)(.*)$`).FindStringSubmatch(unit)
+		if exec == nil {
+			t.Errorf("%s has no ExecStart", filepath.Base(u))
+			continue
+		}
+		base := filepath.Base(u)
+		if strings.HasPrefix(base, "cachepool-") {
+			service := strings.Fields(exec[2])[1]
+			envFile := ""
+			for _, m := range regexp.MustCompile(`(?m)^EnvironmentFile=/etc/cachepool/(\S+)$`).FindAllStringSubmatch(unit, -1) {
+				if m[1] != "common.env" {
+					envFile = m[1]
+				}
+			}
+			env, err := os.ReadFile(filepath.Join(deployDir, "systemd", "env", envFile))
+			if err != nil {
+				t.Errorf("%s: env file %q: %v", base, envFile, err)
+				continue
+			}
+			m := regexp.MustCompile(`(?m)^CACHEPOOL_NATS=(.*)$`).FindStringSubmatch(string(env))
+			if m == nil {
+				t.Errorf("%s sets no CACHEPOOL_NATS", envFile)
+				continue
+			}
+			checkNATSURLs(t, "systemd "+base, service, m[1])
+			if !users[serviceUser[service]] {
+				t.Errorf("%s: user %q not in auth.conf", base, serviceUser[service])
+			}
+		}
+		bin := cachepoolBinary(t)
+		if strings.Contains(exec[1], "nats-server") {
+			bin = natsServerBinary(t)
+		}
+		writeFile(t, filepath.Join(dir, base), strings.Replace(unit, "ExecStart="+exec[1], "ExecStart="+bin, 1))
+	}
+	common, err := os.ReadFile(filepath.Join(deployDir, "systemd", "env", "common.env"))
+	if err != nil || !strings.Contains(string(common), "CACHEPOOL_REPLICAS=3") {
+		t.Errorf("env/common.env must set CACHEPOOL_REPLICAS=3 (%v)", err)
+	}
+	if lookErr != nil {
+		t.Logf("systemd-analyze not installed: units checked for structure only")
+		return
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasSuffix(n, "@.service") { // verify a template through an instance
+			n = strings.Replace(n, "@.service", "@1.service", 1)
+		}
+		names = append(names, filepath.Join(dir, n))
+	}
+	cmd := exec.Command(analyze, append([]string{"verify"}, names...)...)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	t.Logf("systemd-analyze verify: %d units clean", len(names))
+}
+
+// TestDeployK8sManifestsValid parses every manifest of deploy/k8s (no
+// cluster here) and checks what the deployment depends on.
+func TestDeployK8sManifestsValid(t *testing.T) {
+	users := authUsers(t)
+	files, err := filepath.Glob(filepath.Join(deployDir, "k8s", "*.yaml"))
+	if err != nil || len(files) < 3 {
+		t.Fatalf("manifests: %v %v", files, err)
+	}
+	type container struct {
+		Args []string `yaml:"args"`
+		Env  []struct {
+			Name      string `yaml:"name"`
+			Value     string `yaml:"value"`
+			ValueFrom struct {
+				SecretKeyRef struct{ Name, Key string } `yaml:"secretKeyRef"`
+				FieldRef     struct {
+					FieldPath string `yaml:"fieldPath"`
+				} `yaml:"fieldRef"`
+			} `yaml:"valueFrom"`
+		} `yaml:"env"`
+	}
+	type object struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string `yaml:"kind"`
+		Metadata   struct {
+			Name      string `yaml:"name"`
+			Namespace string `yaml:"namespace"`
+		} `yaml:"metadata"`
+		Data       map[string]string `yaml:"data"`
+		StringData map[string]string `yaml:"stringData"`
+		Spec       struct {
+			Replicas *int `yaml:"replicas"`
+			Template struct {
+				Spec struct {
+					Containers []container `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	replicas := map[string]int{}
+	secrets := map[string]map[string]string{}
+	var common map[string]string
+	kinds := 0
+	for _, f := range files {
+		for i, doc := range yamlDocs(t, f) {
+			var o object
+			if err := doc.node.Decode(&o); err != nil {
+				t.Fatalf("%s #%d: %v", f, i+1, err)
+			}
+			where := fmt.Sprintf("%s #%d (%s %s)", filepath.Base(f), i+1, o.Kind, o.Metadata.Name)
+			if o.APIVersion == "" || o.Kind == "" || o.Metadata.Name == "" {
+				t.Errorf("%s: apiVersion, kind and metadata.name are required", where)
+			}
+			if o.Kind != "Namespace" && o.Metadata.Namespace != "cachepool" {
+				t.Errorf("%s: namespace %q, want cachepool", where, o.Metadata.Namespace)
+			}
+			kinds++
+			switch o.Kind {
+			case "Secret":
+				secrets[o.Metadata.Name] = o.StringData
+			case "ConfigMap":
+				if o.Metadata.Name == "cachepool-common" {
+					common = o.Data
+				}
+			case "Deployment", "StatefulSet":
+				if o.Spec.Replicas == nil || len(o.Spec.Template.Spec.Containers) == 0 {
+					t.Errorf("%s: no replicas or containers", where)
+					continue
+				}
+				c := o.Spec.Template.Spec.Containers[0]
+				if len(c.Args) < 2 || c.Args[0] != "serve" {
+					continue // the NATS servers
+				}
+				service := c.Args[1]
+				replicas[service] += *o.Spec.Replicas
+				env := map[string]string{}
+				for _, e := range c.Env {
+					env[e.Name] = e.Value
+					if e.Name == "NATS_PASSWORD" {
+						u := serviceUser[service]
+						if e.ValueFrom.SecretKeyRef.Key != passwordEnv(u) || !users[u] {
+							t.Errorf("%s: NATS_PASSWORD from %q, want %s", where, e.ValueFrom.SecretKeyRef.Key, passwordEnv(u))
+						}
+					}
+					if e.Name == "POD_NAME" && e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+						t.Errorf("%s: POD_NAME is not the pod's name", where)
+					}
+				}
+				checkNATSURLs(t, where, service, strings.ReplaceAll(env["CACHEPOOL_NATS"], "$(NATS_PASSWORD)", "pw"))
+				if service == "cachenode" {
+					if o.Kind != "StatefulSet" || !slices.Contains(c.Args, "--standby") || !slices.Contains(c.Args, "$(POD_NAME)") {
+						t.Errorf("%s: cache nodes must be a StatefulSet in standby with --id $(POD_NAME): %v", where, c.Args)
+					}
+				}
+			}
+		}
+	}
+	for service, want := range map[string]int{"manager": 1, "scaler": 1, "stats": 1, "store": 2, "edge": 2, "cachenode": 3} {
+		if replicas[service] != want {
+			t.Errorf("%s: %d replicas, want %d", service, replicas[service], want)
+		}
+	}
+	if common["CACHEPOOL_REPLICAS"] != "3" {
+		t.Errorf("cachepool-common CACHEPOOL_REPLICAS=%q, want 3", common["CACHEPOOL_REPLICAS"])
+	}
+	for _, u := range natsUsers {
+		if _, ok := secrets["cachepool-nats-users"][passwordEnv(u)]; !ok {
+			t.Errorf("secret cachepool-nats-users lacks %s", passwordEnv(u))
+		}
+	}
+	t.Logf("%d Kubernetes objects in %d files", kinds, len(files))
 }
