@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"github.com/cachepool/cachepool/bus/bustest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -178,5 +180,18 @@ func TestCachepoolAdminCommands(t *testing.T) {
 	}
 	if out := run("scaler", "decisions"); !strings.Contains(out, "ACTION") {
 		t.Fatalf("scaler decisions:\n%s", out)
+	}
+
+	// cachepool events prints pool events as they happen.
+	ev := startProc(t, "events", "--nats", p.info.NATSURL)
+	bustest.Eventually(t, 30*time.Second, func() error {
+		p.jsonDo(t, "DELETE", "/api/manager/cache/clear", nil)
+		if out := ev.output(); !strings.Contains(out, "cachepool.v1.pool.evt.cleared") {
+			return fmt.Errorf("no cleared event printed yet:\n%s", out)
+		}
+		return nil
+	})
+	if strings.Contains(ev.output(), ".evt.heartbeat.") {
+		t.Error("cachepool events printed heartbeats without --all")
 	}
 }

@@ -79,6 +79,14 @@ func startProc(t *testing.T, args ...string) *proc {
 	return p
 }
 
+// output returns what the process printed so far.
+func (p *proc) output() string {
+	w := p.cmd.Stdout.(*syncWriter)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.String()
+}
+
 func (p *proc) kill9() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
