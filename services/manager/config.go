@@ -68,6 +68,10 @@ type Config struct {
 	// work signals progress every AckWait/3, so this only bounds how long a
 	// command held by a crashed manager waits before redelivery.
 	AckWait time.Duration
+	// LeaseTTL is the manager lease's TTL (default bus.DefaultLeaseTTL,
+	// whole seconds): a standby takes over within about this long after the
+	// active manager dies, at once after it stops cleanly.
+	LeaseTTL time.Duration
 }
 
 // Bool returns a pointer to b, for Config.Migration.
@@ -158,7 +162,7 @@ func (c Config) Validate() error {
 	if err := c.DefaultCache.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("default cache: %w", err))
 	}
-	if c.StartTimeout < 0 || c.HandoffTimeout < 0 || c.AckWait < 0 {
+	if c.StartTimeout < 0 || c.HandoffTimeout < 0 || c.AckWait < 0 || c.LeaseTTL < 0 {
 		errs = append(errs, errors.New("timeouts must be positive"))
 	}
 	return errors.Join(errs...)

@@ -60,13 +60,26 @@ type manager struct {
 	healAfter   time.Time
 }
 
-// Run runs the manager until ctx ends: it sets up the resize stream and
+// LeaseRole is the manager's key in bus.LeaseBucket.
+const LeaseRole = "manager"
+
+// Run runs the manager until ctx ends and returns nil after a clean stop.
+//
+// Several Runs may share a pool (one per process): they contend for the
+// manager lease (bus.RunLeased, key LeaseRole) and only the holder is
+// active. A standby only follows node heartbeats, so that its view of the
+// nodes is warm when it takes over; it serves no endpoint, consumes no
+// command and writes nothing. The active one sets up the resize stream and
 // consumer and the buckets, restores the stored state, serves the
 // cachepool-manager micro service, applies queued resize commands one at a
-// time, heals the pool after node failures, and returns nil after a clean
-// stop. A command at work when ctx ends is abandoned at its next step and
-// resumed by the next Run (its decision is stored before any action). Run
-// does not close nc.
+// time, and heals the pool after node failures. When it loses the lease (it
+// could not renew it in time) it stops as on a cancel and stands by again.
+//
+// A command at work when the active manager stops or dies is abandoned at
+// its next step and resumed by the next active one: its decision is stored
+// before any action, the last applied stream sequence is stored with every
+// outcome, and every state and table write is a compare-and-set on the
+// revision read, so a command is applied exactly once. Run does not close nc.
 func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("manager: config: %w", err)
@@ -76,16 +89,14 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("service", "manager")
-	m := &manager{nc: nc, cfg: cfg, log: log, base: ctx, kickCh: make(chan struct{}, 1), sem: make(chan struct{}, maxWaiting)}
-	m.reg = newRegistry(FailedAfterHeartbeats*cfg.Heartbeat, cfg.Provisioner == ProvisionerStandby, m.kick)
-	if err := m.setup(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	kickCh := make(chan struct{}, 1)
+	reg := newRegistry(FailedAfterHeartbeats*cfg.Heartbeat, cfg.Provisioner == ProvisionerStandby, func() {
+		select {
+		case kickCh <- struct{}{}:
+		default:
 		}
-		return err
-	}
-
-	subs, err := m.reg.subscribe(nc)
+	})
+	subs, err := reg.subscribe(nc)
 	if err != nil {
 		return fmt.Errorf("manager: subscribe to node events: %w", err)
 	}
@@ -94,6 +105,27 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 			_ = s.Unsubscribe()
 		}
 	}()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("manager: jetstream: %w", err)
+	}
+	lease := bus.LeaseConfig{Role: LeaseRole, TTL: cfg.LeaseTTL, Replicas: cfg.Replicas}
+	return bus.RunLeased(ctx, js, lease, log, func(ctx context.Context) error {
+		m := &manager{nc: nc, js: js, cfg: cfg, log: log, base: ctx, reg: reg, kickCh: kickCh, sem: make(chan struct{}, maxWaiting)}
+		return m.run(ctx)
+	})
+}
+
+// run is one term of the active manager, until ctx ends (a stop or a lost
+// lease); it returns nil then.
+func (m *manager) run(ctx context.Context) error {
+	cfg, log, nc := m.cfg, m.log, m.nc
+	if err := m.setup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	if n := m.reg.discover(ctx, nc, min(cfg.Heartbeat, 300*time.Millisecond)); n > 0 {
 		log.Info("cache nodes found at start", "nodes", n)
 	}
@@ -101,11 +133,17 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 
 	it, err := m.cons.Messages(jetstream.PullMaxMessages(1))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("manager: consume %s: %w", contracts.StreamResize, err)
 	}
 	svc, err := m.startService(ctx)
 	if err != nil {
 		it.Stop()
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	log.Info("manager running", "provisioner", cfg.Provisioner, "max_nodes", cfg.MaxNodes, "migration", cfg.migrate())
@@ -125,22 +163,22 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 	feeder.Wait()
 	m.heldMu.Lock()
 	for _, msg := range m.held {
-		_ = msg.Nak() // after the unsubscribe: redelivered to the next Run
+		_ = msg.Nak() // after the unsubscribe: redelivered to the next active manager
 	}
 	m.held = nil
 	m.heldMu.Unlock()
 	m.bg.Wait()
-	log.Info("manager stopped")
+	if cause := context.Cause(ctx); errors.Is(cause, bus.ErrLeaseLost) {
+		log.Warn("manager stopped: lease lost; standing by")
+	} else {
+		log.Info("manager stopped")
+	}
 	return nil
 }
 
 // setup ensures the stream, consumer and buckets and the initial state and table.
 func (m *manager) setup(ctx context.Context) error {
-	js, err := jetstream.New(m.nc)
-	if err != nil {
-		return fmt.Errorf("manager: jetstream: %w", err)
-	}
-	m.js = js
+	js := m.js
 	if _, err := bus.EnsureStream(ctx, js, jetstream.StreamConfig{
 		Name:        contracts.StreamResize,
 		Description: "cachepool resize commands, applied one at a time in order by the manager",
@@ -153,6 +191,7 @@ func (m *manager) setup(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	var err error
 	m.cons, err = js.CreateOrUpdateConsumer(ctx, contracts.StreamResize, jetstream.ConsumerConfig{
 		Durable:       contracts.ConsumerResize,
 		Description:   "the manager's single resize consumer: one command at a time",
@@ -208,14 +247,6 @@ func (m *manager) setup(ctx context.Context) error {
 		m.log.Warn("the stored table keeps its partition count", "stored", tbl.Partitions, "configured", m.cfg.Partitions)
 	}
 	return nil
-}
-
-// kick asks the actor to reconcile soon; it never blocks.
-func (m *manager) kick() {
-	select {
-	case m.kickCh <- struct{}{}:
-	default:
-	}
 }
 
 // publish sends v as JSON on subject (events: best effort, logged on failure).
