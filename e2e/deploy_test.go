@@ -598,12 +598,14 @@ func TestDeployWrongCredentialsRefused(t *testing.T) {
 
 	// Every URL wrong (the password is the same on every server).
 	badAll := strings.ReplaceAll(c.urls("edge"), c.passwords["edge"], "wrong")
+	procStart := time.Now()
 	p := startProc(t, "serve", "edge", "--nats", badAll, "--http", "127.0.0.1:0")
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("cachepool serve edge with a wrong password still running after 30s:\n%s", p.log.String())
 	}
+	serveTook := time.Since(procStart)
 	out := p.log.String()
 	if p.cmd.ProcessState.ExitCode() == 0 {
 		t.Fatalf("serve edge exited 0 with a wrong password:\n%s", out)
@@ -616,21 +618,24 @@ func TestDeployWrongCredentialsRefused(t *testing.T) {
 	}
 	// A right password but a user without the permission to watch the
 	// table (here the node user running the edge) must fail too, not hang.
+	procStart = time.Now()
 	p2 := startProc(t, "serve", "edge", "--nats", c.urls("node"), "--http", "127.0.0.1:0")
 	select {
 	case <-p2.done:
 	case <-time.After(60 * time.Second):
 		t.Fatalf("cachepool serve edge as user node still running after 60s:\n%s", p2.log.String())
 	}
+	permTook := time.Since(procStart)
 	if p2.cmd.ProcessState.ExitCode() == 0 {
 		t.Fatalf("serve edge as the node user exited 0:\n%s", p2.log.String())
 	}
 	if out2 := p2.log.String(); !strings.Contains(out2, "refused a permission") || !strings.Contains(out2, "KV_cachepool_pool") {
 		t.Fatalf("serve edge as the node user does not name the refused permission:\n%s", out2)
 	}
-	t.Logf("wrong password: bus.Connect failed in %v; serve edge exited %d: %s", busTook.Round(time.Millisecond),
-		p.cmd.ProcessState.ExitCode(), lastLine(out))
-	t.Logf("edge run as the node user exited %d: %s", p2.cmd.ProcessState.ExitCode(), lastLine(p2.log.String()))
+	t.Logf("wrong password: bus.Connect failed in %v; serve edge exited %d after %v: %s", busTook.Round(time.Millisecond),
+		p.cmd.ProcessState.ExitCode(), serveTook.Round(time.Millisecond), lastLine(out))
+	t.Logf("edge run as the node user exited %d after %v: %s", p2.cmd.ProcessState.ExitCode(),
+		permTook.Round(time.Millisecond), lastLine(p2.log.String()))
 }
 
 func lastLine(s string) string {
@@ -753,7 +758,7 @@ func TestDeployNATSConfigsValid(t *testing.T) {
 		}
 	}
 	if cm.Data["auth.conf"] != string(auth) {
-		t.Fatal("k8s/nats.yaml's auth.conf differs from deploy/nats/auth.conf: copy it again")
+		t.Fatal("k8s/nats.yaml's auth.conf differs from deploy/nats/auth.conf: run deploy/k8s/sync-auth.sh")
 	}
 	kdir := t.TempDir()
 	writeFile(t, filepath.Join(kdir, "auth.conf"), cm.Data["auth.conf"])
