@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cachepool/cachepool/bus"
 	"github.com/cachepool/cachepool/bus/bustest"
 	"github.com/cachepool/cachepool/contracts"
 	"github.com/cachepool/cachepool/system"
@@ -41,7 +42,9 @@ type clusterSystem struct {
 const (
 	clusterNodes    = 3 // standby cache node processes
 	clusterInitial  = 2 // pool size at the start
-	clusterServices = 1 + 2 + 1 + 1 + 1 + clusterNodes
+	// managers (active + standby), stores, stats, scalers (active +
+	// standby), edge, nodes: one connection each.
+	clusterServices = 2 + 2 + 1 + 2 + 1 + clusterNodes
 )
 
 // postgresSchemaDSN returns the machine's PostgreSQL with a fresh schema
@@ -101,8 +104,8 @@ func startClusterSystem(t *testing.T) *clusterSystem {
 	}
 	// The manager first: it owns (creates) the stream and the buckets the
 	// others only read, so their users need no right to create them.
-	serve("manager", "manager", "manager", "--provisioner", "standby",
-		"--nodes", strconv.Itoa(clusterInitial), "--max-nodes", strconv.Itoa(clusterNodes))
+	managerArgs := []string{"--provisioner", "standby", "--nodes", strconv.Itoa(clusterInitial), "--max-nodes", strconv.Itoa(clusterNodes)}
+	serve("manager", "manager", "manager", managerArgs...)
 	// No deadline: each JetStream call then has the library's own 5s
 	// timeout, so one lost API request cannot hang a whole wait.
 	ctx := context.Background()
@@ -121,6 +124,9 @@ func startClusterSystem(t *testing.T) *clusterSystem {
 	}
 	serve("stats", "stats", "stats")
 	serve("scaler", "scaler", "scaler")
+	// A standby of each: it contends for the lease and must stay idle.
+	serve("manager-standby", "manager", "manager", managerArgs...)
+	serve("scaler-standby", "scaler", "scaler")
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
 	serve("edge", "edge", "edge", "--http", httpAddr)
 
@@ -229,11 +235,23 @@ func (cs *clusterSystem) resize(t *testing.T, change string, want int) {
 // and read everything again from the store.
 func TestClusterWholeSystem(t *testing.T) {
 	if testing.Short() {
-		t.Skip("whole-system cluster test: 3 nats-server and 9 cachepool processes")
+		t.Skip("whole-system cluster test: 3 nats-server and 11 cachepool processes")
 	}
 	start := time.Now()
 	cs := startClusterSystem(t)
 	t.Logf("cluster system up in %v", time.Since(start).Round(time.Millisecond))
+	// Of each active/standby pair, exactly one process holds the lease.
+	for _, role := range []string{"manager", "scaler"} {
+		var h bus.LeaseHolder
+		bustest.Eventually(t, 30*time.Second, func() error {
+			var err error
+			h, err = bus.ReadLease(context.Background(), cs.admin, role)
+			return err
+		})
+		if pid := h.PID; pid != cs.procs[role].cmd.Process.Pid && pid != cs.procs[role+"-standby"].cmd.Process.Pid {
+			t.Fatalf("the %s lease is held by pid %d, none of the two %s processes", role, pid, role)
+		}
+	}
 
 	images := map[string][]byte{}
 	for i := range 60 {

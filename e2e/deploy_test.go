@@ -896,7 +896,7 @@ func TestDeployComposeValid(t *testing.T) {
 	if natsServers != 3 {
 		t.Errorf("%d NATS servers, want 3", natsServers)
 	}
-	for service, want := range map[string]int{"manager": 1, "scaler": 1, "stats": 1, "store": 2, "edge": 2, "cachenode": 3} {
+	for service, want := range map[string]int{"manager": 2, "scaler": 2, "stats": 1, "store": 2, "edge": 2, "cachenode": 3} {
 		if instances[service] != want {
 			t.Errorf("%d %s instances, want %d", instances[service], service, want)
 		}
@@ -1111,7 +1111,7 @@ func TestDeployK8sManifestsValid(t *testing.T) {
 			}
 		}
 	}
-	for service, want := range map[string]int{"manager": 1, "scaler": 1, "stats": 1, "store": 2, "edge": 2, "cachenode": 3} {
+	for service, want := range map[string]int{"manager": 2, "scaler": 2, "stats": 1, "store": 2, "edge": 2, "cachenode": 3} {
 		if replicas[service] != want {
 			t.Errorf("%s: %d replicas, want %d", service, replicas[service], want)
 		}
