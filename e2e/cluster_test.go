@@ -40,8 +40,8 @@ type clusterSystem struct {
 }
 
 const (
-	clusterNodes    = 3 // standby cache node processes
-	clusterInitial  = 2 // pool size at the start
+	clusterNodes   = 3 // standby cache node processes
+	clusterInitial = 2 // pool size at the start
 	// managers (active + standby), stores, stats, scalers (active +
 	// standby), edge, nodes: one connection each.
 	clusterServices = 2 + 2 + 1 + 2 + 1 + clusterNodes
