@@ -31,7 +31,7 @@ func statsConfig(c Config) stats.Config {
 }
 
 func scalerConfig(c Config) scaler.Config {
-	return scaler.Config{Tick: c.ScalerTick, Cooldown: c.cooldown(), MaxNodes: c.MaxNodes, Bucket: c.StatsBucket}
+	return scaler.Config{Tick: c.ScalerTick, Cooldown: c.cooldown(), MaxNodes: c.MaxNodes, Bucket: c.StatsBucket, Replicas: c.Replicas}
 }
 
 func edgeConfig(c Config) edge.Config {
