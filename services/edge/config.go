@@ -13,6 +13,10 @@ import (
 const (
 	DefaultAddr           = "127.0.0.1:8080"
 	DefaultRequestTimeout = 10 * time.Second
+	// DefaultNodeTimeout bounds a read from the key's owner node, after
+	// which the read falls back to the key-image store (the store's own
+	// node timeout is the same).
+	DefaultNodeTimeout = 2 * time.Second
 	// DefaultResizeWait is how long POST /api/poolsize/change (and
 	// configure_cache with numNodes) waits for the resize when no ?wait= is given.
 	DefaultResizeWait = 60 * time.Second
@@ -39,6 +43,11 @@ type Config struct {
 	// RequestTimeout bounds one bus request (default DefaultRequestTimeout).
 	// Clears and waited resizes get longer bounds of their own.
 	RequestTimeout time.Duration
+	// NodeTimeout bounds the read from the owner node (default
+	// DefaultNodeTimeout, at most RequestTimeout/2): a node that does not
+	// answer in time (paused, overloaded, cut off) costs its reads this
+	// long, then the store serves them.
+	NodeTimeout time.Duration
 }
 
 // withDefaults returns c with every unset optional field defaulted.
@@ -52,6 +61,10 @@ func (c Config) withDefaults() Config {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
+	if c.NodeTimeout == 0 {
+		c.NodeTimeout = DefaultNodeTimeout
+	}
+	c.NodeTimeout = min(c.NodeTimeout, c.RequestTimeout/2)
 	return c
 }
 
@@ -64,6 +77,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("edge: request timeout must be positive, got %v", c.RequestTimeout))
+	}
+	if c.NodeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("edge: node timeout must be positive, got %v", c.NodeTimeout))
 	}
 	if c.Listener == nil && c.Addr != "" {
 		if _, _, err := net.SplitHostPort(c.Addr); err != nil {

@@ -43,13 +43,14 @@ func validKey(c *gin.Context, key string) bool {
 }
 
 // readImage returns the image stored under key. It asks the key's owner
-// node first (one bus round trip on a hit); on a miss (404) or any node
-// error, and when no table is known, it loads the image through the
-// key-image store, which fills the owner. The reply's body is the image,
-// with contracts.HdrContentType and contracts.HdrVersion.
+// node first (one bus round trip on a hit, waiting at most cfg.NodeTimeout);
+// on a miss (404) or any node error or timeout, and when no table is known,
+// it loads the image through the key-image store, which fills the owner.
+// The reply's body is the image, with contracts.HdrContentType and
+// contracts.HdrVersion.
 func (s *server) readImage(ctx context.Context, key string) (msg *nats.Msg, hit bool, err error) {
 	if owner, _, oerr := s.table.Current().Owner(key); oerr == nil {
-		msg, err = s.request(ctx, opNodeGet, &nats.Msg{Subject: s.nodeGetSubject(owner), Data: []byte(key)}, s.cfg.RequestTimeout/2)
+		msg, err = s.request(ctx, opNodeGet, &nats.Msg{Subject: s.nodeGetSubject(owner), Data: []byte(key)}, s.cfg.NodeTimeout)
 		if err == nil {
 			s.metrics.hits.Inc()
 			return msg, true, nil

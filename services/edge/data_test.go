@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cachepool/cachepool/contracts"
+	"github.com/nats-io/nats.go"
 )
 
 const testMaxImage = 64 << 10
@@ -344,4 +347,49 @@ func TestNumNodesWithoutTable(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestReadSilentNodeFallsBackAfterNodeTimeout: an owner node that receives
+// the request but never answers (a paused process) costs the read
+// NodeTimeout, not the whole request timeout; the store then serves it.
+func TestReadSilentNodeFallsBackAfterNodeTimeout(t *testing.T) {
+	e := newEnv(t, envOpt{cfg: Config{NodeTimeout: 200 * time.Millisecond}})
+	key := "silent-owner"
+	img := pngBytes(300)
+	body, ct := multipartBody(&key, img, "")
+	if status, _, b := e.do(http.MethodPost, "/api/upload", body, "Content-Type", ct); status != 200 {
+		t.Fatalf("upload: %d %s", status, b)
+	}
+	// Both nodes stop answering but keep their subscriptions.
+	_ = e.nodes.svc.Stop()
+	var asked atomic.Int64
+	for _, id := range []contracts.NodeID{"n1", "n2"} {
+		sub, err := e.fnc.Subscribe(contracts.NodeGet(id), func(*nats.Msg) { asked.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := e.fnc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	status, h, b := e.do(http.MethodGet, "/api/image/"+key, nil)
+	took := time.Since(start)
+	if status != 200 || !bytes.Equal(b, img) || h.Get("X-Cache") != "miss" {
+		t.Fatalf("silent owner: status %d x-cache %q", status, h.Get("X-Cache"))
+	}
+	if asked.Load() != 1 {
+		t.Fatalf("the owner was asked %d times, want 1", asked.Load())
+	}
+	// The old bound was RequestTimeout/2 = 5 s; the node timeout is 200 ms.
+	if took > 3*time.Second {
+		t.Fatalf("the read took %v with a 200ms node timeout", took)
+	}
+	if d := (Config{}).withDefaults(); d.NodeTimeout != DefaultNodeTimeout {
+		t.Fatalf("default node timeout %v, want %v", d.NodeTimeout, DefaultNodeTimeout)
+	}
+	if d := (Config{RequestTimeout: time.Second}).withDefaults(); d.NodeTimeout != 500*time.Millisecond {
+		t.Fatalf("node timeout %v with a 1s request timeout, want 500ms", d.NodeTimeout)
+	}
 }
