@@ -12,7 +12,10 @@ import (
 
 // Defaults of a Config's zero fields.
 const (
-	DefaultTimeout      = 10 * time.Second
+	// DefaultTimeout is below the edge's 10 s wait for a store answer, so a
+	// blob store or database that hangs is answered with a 503 naming it
+	// before the edge gives up with a bare 504.
+	DefaultTimeout      = 8 * time.Second
 	DefaultNodeTimeout  = 2 * time.Second
 	DefaultClearTimeout = 2 * time.Minute
 	DefaultMaxInFlight  = 256

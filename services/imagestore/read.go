@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/cachepool/cachepool/bus"
 	"github.com/cachepool/cachepool/contracts"
@@ -52,7 +53,7 @@ func (s *service) load(ctx context.Context, key string) (image, error) {
 				err = contracts.Errorf(contracts.CodeInternal, "internal error loading %q", key)
 			}
 		}()
-		fctx, cancel := context.WithTimeout(s.base, s.cfg.Timeout)
+		fctx, cancel := context.WithTimeout(s.base, flightTimeout(s.cfg.Timeout))
 		defer cancel()
 		select {
 		case s.sem <- struct{}{}:
@@ -74,6 +75,13 @@ func (s *service) load(ctx context.Context, key string) (image, error) {
 	case <-ctx.Done():
 		return image{}, contracts.Errorf(contracts.CodeUnavailable, "loading %q took longer than %v", key, s.cfg.Timeout)
 	}
+}
+
+// flightTimeout bounds a load flight: it ends a little before the first of
+// its waiters (who wait timeout), so that they get its error, which names
+// the dependency that did not answer, rather than a bare timeout.
+func flightTimeout(timeout time.Duration) time.Duration {
+	return timeout - timeout/8
 }
 
 // loadFlight reads the row, then the bytes: from the previous owner while
