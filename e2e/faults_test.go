@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -252,13 +253,16 @@ func TestFaultPausedCacheNode(t *testing.T) {
 
 // tcpProxy forwards a local port to a target address. cut closes the
 // listener and every open connection (clients see "connection refused");
-// restore listens on the same port again. Safe for concurrent use.
+// blackhole closes the open connections and accepts new ones that never
+// get an answer (clients wait for their own timeouts); restore forwards on
+// the same port again. Safe for concurrent use.
 type tcpProxy struct {
 	target string
 	addr   string
 
 	mu    sync.Mutex
 	ln    net.Listener
+	hold  bool // blackholed: accepted connections are held, not forwarded
 	conns map[net.Conn]struct{}
 }
 
@@ -301,6 +305,13 @@ func (p *tcpProxy) track(c net.Conn) bool {
 }
 
 func (p *tcpProxy) forward(in net.Conn) {
+	p.mu.Lock()
+	hold := p.hold
+	p.mu.Unlock()
+	if hold {
+		p.track(in) // kept open and silent until restore or cut
+		return
+	}
 	out, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 	if err != nil {
 		_ = in.Close()
@@ -331,15 +342,40 @@ func (p *tcpProxy) cut() {
 		_ = p.ln.Close()
 		p.ln = nil
 	}
+	p.closeConns()
+}
+
+// blackhole makes the target silent: open connections die, new ones are
+// accepted and never answered.
+func (p *tcpProxy) blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = true
+	p.closeConns()
+}
+
+// closeConns closes every tracked connection. Call with mu held.
+func (p *tcpProxy) closeConns() {
 	for c := range p.conns {
 		_ = c.Close()
 		delete(p.conns, c)
 	}
 }
 
-// restore listens on the same port again.
+// restore forwards again on the same port.
 func (p *tcpProxy) restore(t *testing.T) {
 	t.Helper()
+	p.mu.Lock()
+	held := p.hold
+	p.hold = false
+	if held {
+		p.closeConns() // the held ones: their clients have given up
+	}
+	listening := p.ln != nil
+	p.mu.Unlock()
+	if listening {
+		return
+	}
 	var ln net.Listener
 	bustest.Eventually(t, 10*time.Second, func() error {
 		var err error
@@ -361,7 +397,7 @@ func (c timedCall) String() string {
 	if c.err != nil {
 		return fmt.Sprintf("error %v after %v", c.err, c.took.Round(time.Millisecond))
 	}
-	return fmt.Sprintf("%d %q in %v", c.code, c.message, c.took.Round(time.Millisecond))
+	return fmt.Sprintf("%d %.110q in %v", c.code, c.message, c.took.Round(time.Millisecond))
 }
 
 func (p *pool) timedGet(key string) timedCall {
@@ -375,18 +411,35 @@ func (p *pool) timedGet(key string) timedCall {
 	return c
 }
 
-func (p *pool) timedUpload(t *testing.T, key string, img []byte) timedCall {
+// timedUpload never fails the test: usable off the test goroutine.
+func (p *pool) timedUpload(key string, img []byte) timedCall {
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	_ = w.WriteField("key", key)
+	fw, _ := w.CreateFormFile("file", "image.png")
+	_, _ = fw.Write(img)
+	_ = w.Close()
 	start := time.Now()
-	code, env := p.upload(t, key, img)
-	return timedCall{code: code, message: env.Error.Message, took: time.Since(start)}
+	resp, err := p.http.Post(p.info.HTTPURL+"/api/upload", w.FormDataContentType(), &buf)
+	c := timedCall{err: err}
+	if err == nil {
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var env envelope
+		_ = json.Unmarshal(raw, &env)
+		c.code, c.message = resp.StatusCode, env.Error.Message
+	}
+	c.took = time.Since(start)
+	return c
 }
 
 // TestFaultStoreDependenciesUnavailable runs the system on PostgreSQL and
-// an S3-protocol server, each behind a TCP proxy, and cuts one at a time
-// for a while. During an outage, cached keys must read 200, uncached keys
-// and uploads must answer 503 naming the dependency within the store's
-// timeout; after the proxy is restored everything must work again without
-// restarting anything.
+// an S3-protocol server, each behind a TCP proxy, and takes one at a time
+// away for 3 s: first refusing connections, then accepting them and never
+// answering. During an outage, cached keys must read 200 throughout;
+// uncached keys and uploads must answer 503 naming the dependency, within
+// the store's timeout. After the proxy is restored everything must work
+// again without restarting anything.
 func TestFaultStoreDependenciesUnavailable(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-system fault test with PostgreSQL and S3")
@@ -410,10 +463,22 @@ func TestFaultStoreDependenciesUnavailable(t *testing.T) {
 	cfg.BlobStore = "s3://images/faults?region=us-east-1&path_style=true&create_bucket=true&endpoint=http://" + s3Proxy.addr
 	p := startPool(t, cfg)
 
-	// 20 cached keys, and for each outage 10 keys stored but not cached.
+	type phase struct {
+		name    string
+		proxy   *tcpProxy
+		silent  bool // blackholed rather than refusing
+		message string
+	}
+	phases := []phase{
+		{"s3-refused", s3Proxy, false, "blob store unavailable"},
+		{"s3-silent", s3Proxy, true, "blob store"},
+		{"pg-refused", pgProxy, false, "metadata database unavailable"},
+		{"pg-silent", pgProxy, true, "metadata database"},
+	}
+	// 20 cached keys, and for each phase 10 keys stored but not cached.
 	images := map[string][]byte{}
-	upload := func(key string, n int) {
-		images[key] = pngImage(n, 6)
+	upload := func(key string) {
+		images[key] = pngImage(len(images), 6)
 		if code, env := p.upload(t, key, images[key]); code != http.StatusOK {
 			t.Fatalf("upload %s: %d %+v", key, code, env)
 		}
@@ -422,13 +487,13 @@ func TestFaultStoreDependenciesUnavailable(t *testing.T) {
 	uncached := map[string][]string{}
 	for i := range 20 {
 		cached = append(cached, fmt.Sprintf("hot-%d", i))
-		upload(cached[i], i)
+		upload(cached[i])
 	}
-	for _, dep := range []string{"s3", "pg"} {
+	for _, ph := range phases {
 		for i := range 10 {
-			key := fmt.Sprintf("cold-%s-%d", dep, i)
-			uncached[dep] = append(uncached[dep], key)
-			upload(key, 1000+len(images))
+			key := fmt.Sprintf("cold-%s-%d", ph.name, i)
+			uncached[ph.name] = append(uncached[ph.name], key)
+			upload(key)
 		}
 	}
 	if code, env := p.jsonDo(t, http.MethodDelete, "/api/manager/cache/clear", nil); code != http.StatusOK {
@@ -440,88 +505,89 @@ func TestFaultStoreDependenciesUnavailable(t *testing.T) {
 		}
 	}
 
-	storeTimeout := 10 * time.Second // imagestore.DefaultTimeout, the bound of a load or put
-	for _, tc := range []struct {
-		dep, name string
-		proxy     *tcpProxy
-		message   string
-	}{
-		{"s3", "S3 blob store", s3Proxy, "blob store unavailable"},
-		{"pg", "PostgreSQL", pgProxy, "metadata database unavailable"},
-	} {
-		t.Run(tc.dep, func(t *testing.T) {
-			tc.proxy.cut()
-			cutAt := time.Now()
+	const outage = 3 * time.Second
+	storeTimeout := 8 * time.Second // imagestore.DefaultTimeout, the bound of a load or put (the edge waits 10 s)
+	for _, ph := range phases {
+		t.Run(ph.name, func(t *testing.T) {
+			if ph.silent {
+				ph.proxy.blackhole()
+			} else {
+				ph.proxy.cut()
+			}
 			restored := false
 			defer func() {
 				if !restored {
-					tc.proxy.restore(t)
+					ph.proxy.restore(t)
 				}
 			}()
-			// Hits: every cached key, twice.
-			hits := &latencies{}
-			for range 2 {
-				for _, key := range cached {
-					c := p.timedGet(key)
-					var err error
-					if c.err != nil || c.code != http.StatusOK {
-						err = fmt.Errorf("GET %s: %v", key, c)
-					}
-					hits.add(c.took, err)
-				}
+			// Hits all along; 3 misses and 3 uploads at once, at the start.
+			stop := make(chan struct{})
+			hits, wg := p.readLoop(cached, 2, func(k string) []byte { return images[k] }, stop)
+			calls := make([]timedCall, 6)
+			var cwg sync.WaitGroup
+			for i := range 3 {
+				cwg.Add(2)
+				go func() { defer cwg.Done(); calls[i] = p.timedGet(uncached[ph.name][i]) }()
+				go func() {
+					defer cwg.Done()
+					calls[3+i] = p.timedUpload(fmt.Sprintf("during-%s-%d", ph.name, i), pngImage(5000+i, 6))
+				}()
 			}
-			// Misses and uploads: 503 naming the dependency, within the store's timeout.
-			var misses, puts []timedCall
-			for i, key := range uncached[tc.dep][:3] {
-				misses = append(misses, p.timedGet(key))
-				puts = append(puts, p.timedUpload(t, fmt.Sprintf("during-%s-%d", tc.dep, i), pngImage(5000+i, 6)))
-			}
-			outage := time.Since(cutAt)
-			t.Logf("%s cut for %v: hits %s; misses %v; uploads %v", tc.name, outage.Round(time.Millisecond), hits.summary(), misses, puts)
+			time.Sleep(outage) // the dependency stays away this long, on purpose
+			close(stop)
+			wg.Wait()
+			cwg.Wait() // a silent dependency: the calls end with their timeouts
+			t.Logf("%s for %v: hits %s", ph.name, outage, hits.summary())
+			t.Logf("%s: misses %v", ph.name, calls[:3])
+			t.Logf("%s: uploads %v", ph.name, calls[3:])
 			if len(hits.failed) > 0 {
-				t.Errorf("cached keys failed during the %s outage: %q", tc.name, hits.failed)
+				t.Errorf("cached keys failed during the outage: %q", hits.failed)
 			}
-			for _, c := range slices.Concat(misses, puts) {
-				if c.err != nil || c.code != http.StatusServiceUnavailable || !strings.Contains(c.message, tc.message) {
-					t.Errorf("during the %s outage: %v, want 503 with %q", tc.name, c, tc.message)
+			if len(hits.ok) < 20 {
+				t.Errorf("only %d hits ran during the outage", len(hits.ok))
+			}
+			for _, c := range calls {
+				if c.err != nil || c.code != http.StatusServiceUnavailable || !strings.Contains(c.message, ph.message) {
+					t.Errorf("during the outage: %v, want 503 naming %q", c, ph.message)
 				}
 				if c.took > storeTimeout+time.Second {
-					t.Errorf("during the %s outage an answer took %v, more than the store timeout %v", tc.name, c.took, storeTimeout)
+					t.Errorf("during the outage an answer took %v, more than the store timeout %v", c.took, storeTimeout)
 				}
 			}
 
 			// Restore: no restart; the first good miss and upload tell the recovery time.
-			tc.proxy.restore(t)
+			ph.proxy.restore(t)
 			restored = true
 			restoredAt := time.Now()
 			var firstMiss, firstPut time.Duration
+			after := "after-" + ph.name
 			bustest.Eventually(t, 30*time.Second, func() error {
 				if firstMiss == 0 {
-					if c := p.timedGet(uncached[tc.dep][3]); c.err != nil || c.code != http.StatusOK {
+					if c := p.timedGet(uncached[ph.name][3]); c.err != nil || c.code != http.StatusOK {
 						return fmt.Errorf("miss after restore: %v", c)
 					}
 					firstMiss = time.Since(restoredAt)
 				}
-				if c := p.timedUpload(t, "after-"+tc.dep, pngImage(6000, 6)); c.code != http.StatusOK {
+				if c := p.timedUpload(after, pngImage(6000, 6)); c.code != http.StatusOK {
 					return fmt.Errorf("upload after restore: %v", c)
 				}
 				firstPut = time.Since(restoredAt)
 				return nil
 			})
-			images["after-"+tc.dep] = pngImage(6000, 6)
-			for _, key := range append(slices.Clone(uncached[tc.dep]), "after-"+tc.dep) {
+			images[after] = pngImage(6000, 6)
+			for _, key := range append(slices.Clone(uncached[ph.name]), after) {
 				if code, got, err := p.image(key); err != nil || code != http.StatusOK || !bytes.Equal(got, images[key]) {
-					t.Fatalf("GET %s after the %s came back: %d %v", key, tc.name, code, err)
+					t.Fatalf("GET %s after the restore: %d %v", key, code, err)
 				}
 			}
-			// Refused uploads left nothing behind.
-			for i := range puts {
-				if c := p.timedGet(fmt.Sprintf("during-%s-%d", tc.dep, i)); c.code != http.StatusNotFound {
+			// Refused uploads left nothing readable behind.
+			for i := range 3 {
+				if c := p.timedGet(fmt.Sprintf("during-%s-%d", ph.name, i)); c.code != http.StatusNotFound {
 					t.Errorf("an upload refused during the outage reads %v, want 404", c)
 				}
 			}
 			t.Logf("%s restored: first miss served %v later, first upload %v later; every stored key reads back",
-				tc.name, firstMiss.Round(time.Millisecond), firstPut.Round(time.Millisecond))
+				ph.name, firstMiss.Round(time.Millisecond), firstPut.Round(time.Millisecond))
 		})
 	}
 }
