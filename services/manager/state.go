@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cachepool/cachepool/bus"
 	"github.com/cachepool/cachepool/contracts"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -60,7 +61,7 @@ func removeIDs(list []contracts.NodeID, drop ...contracts.NodeID) []contracts.No
 var errConflict = errors.New("manager: concurrent update")
 
 func isConflict(err error) bool {
-	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, errConflict)
+	return bus.IsConflict(err) || errors.Is(err, errConflict)
 }
 
 // store reads and writes the manager's KV state. Every write is a
