@@ -347,6 +347,12 @@ func (m *manager) ack(ctx context.Context, msg jetstream.Msg) {
 // retryLater asks for a redelivery after a backoff growing with the
 // delivery count (transient failures: the bus, the KV store), or at once
 // when the manager is stopping.
+//
+// The backoff is waited out here, holding the message, and only then is it
+// nak'd for an immediate redelivery: a nak with a delay would free the
+// consumer's single ack-pending slot at once and let the next command
+// overtake this one, while an immediate redelivery is served before any
+// newer message.
 func (m *manager) retryLater(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, err error) {
 	if ctx.Err() != nil {
 		m.hold(msg) // stopping: the next Run takes it at once
@@ -355,7 +361,16 @@ func (m *manager) retryLater(ctx context.Context, msg jetstream.Msg, meta *jetst
 	delay := 250 * time.Millisecond << min(meta.NumDelivered, 6)
 	delay = min(delay, 10*time.Second)
 	m.log.Warn("resize command will be retried", "seq", meta.Sequence.Stream, "delivered", meta.NumDelivered, "in", delay, "err", err)
-	_ = msg.NakWithDelay(delay)
+	stop := m.keepAlive(msg)
+	select {
+	case <-ctx.Done():
+		stop()
+		m.hold(msg)
+		return
+	case <-time.After(delay):
+	}
+	stop()
+	_ = msg.Nak()
 }
 
 // keepAlive tells the server every AckWait/3 that msg is still at work,
