@@ -9,6 +9,10 @@
 // and a command's decision is stored before any action so that an
 // interrupted resize resumes instead of being decided again.
 //
+// Several managers may run side by side: only the holder of the manager
+// lease (bus.RunLeased, key LeaseRole in bus.LeaseBucket) is active; the
+// others stand by and take over within the lease TTL when it dies.
+//
 // Partition moves are minimal and balanced (Rebalance, pure and
 // table-tested). Moving partitions migrate warm: the table first names
 // their previous owner (readers ask it on a miss), every previous owner hands

@@ -26,6 +26,10 @@ type Config struct {
 	Keep int
 	// Replicas of the KV bucket contracts.BucketScaler (default 1).
 	Replicas int
+	// LeaseTTL is the scaler lease's TTL (default bus.DefaultLeaseTTL,
+	// whole seconds): a standby scaler takes over within about this long
+	// after the active one dies, at once after it stops cleanly.
+	LeaseTTL time.Duration
 
 	now func() time.Time // tests inject a clock; nil means time.Now
 }
@@ -76,6 +80,9 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("scaler: replicas must be within 1..5, got %d", c.Replicas))
+	}
+	if c.LeaseTTL < 0 {
+		errs = append(errs, fmt.Errorf("scaler: lease ttl must not be negative, got %v", c.LeaseTTL))
 	}
 	return errors.Join(errs...)
 }

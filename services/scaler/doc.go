@@ -7,4 +7,8 @@
 // The rule is the pure function [Decide], table-tested without I/O; [Run]
 // gathers its inputs over NATS (the manager's mode and status, the manager's
 // stored last-resize time, the stats service's rate) and acts on its output.
+//
+// Several scalers may run side by side: only the holder of the scaler lease
+// (bus.RunLeased, key LeaseRole in bus.LeaseBucket) decides; the others stand
+// by and take over within the lease TTL when it dies.
 package scaler

@@ -41,26 +41,27 @@ type service struct {
 	lastResize    time.Time // newest applied/failed resize seen on EvtRequest
 }
 
+// LeaseRole is the scaler's key in bus.LeaseBucket.
+const LeaseRole = "scaler"
+
 // Run decides every Tick until ctx ends and serves contracts.ServiceScaler.
 // On cancel it stops the endpoint, lets a running tick finish, and returns
 // nil. It does not close nc (the caller owns it).
 //
+// Several Runs may share a pool: they contend for the scaler lease
+// (bus.RunLeased, key LeaseRole) and only the holder decides, publishes
+// commands and serves the endpoint; the others stand by and take over
+// within the lease TTL when it dies, reloading the stored decisions. A
+// scaler that loses its lease stops at once and records nothing more.
+//
 // It never issues a command while one of its own commands is not terminal,
 // never bases two commands on one stats bucket, and uses request ids derived
 // from the bucket start ("scaler-<unix ms>") so that a command republished
-// after a crash is deduplicated by the stream.
+// after a crash or a takeover is deduplicated by the stream.
 func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	err := run(ctx, nc, cfg, log)
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		return nil // cancelled while starting: nothing was served, nothing to drain
-	}
-	return err
-}
-
-func run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error {
 	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -70,6 +71,18 @@ func run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 	if err != nil {
 		return fmt.Errorf("scaler: jetstream: %w", err)
 	}
+	lease := bus.LeaseConfig{Role: LeaseRole, TTL: cfg.LeaseTTL, Replicas: cfg.Replicas}
+	return bus.RunLeased(ctx, js, lease, log, func(ctx context.Context) error {
+		err := run(ctx, nc, js, cfg, log)
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return nil // cancelled while starting: nothing was served, nothing to drain
+		}
+		return err
+	})
+}
+
+// run is one term of the active scaler, until ctx ends.
+func run(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Config, log *slog.Logger) error {
 	kv, err := bus.EnsureKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      contracts.BucketScaler,
 		Description: "cachepool scaler: recent decisions",
@@ -110,7 +123,11 @@ func run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 				log.Warn("stopping the micro service", "err", err)
 			}
 			_ = sub.Drain()
-			log.Info("scaler stopped")
+			if errors.Is(context.Cause(ctx), bus.ErrLeaseLost) {
+				log.Warn("scaler stopped: lease lost; standing by")
+			} else {
+				log.Info("scaler stopped")
+			}
 			return nil
 		}
 	}
