@@ -38,7 +38,8 @@ type LeaseConfig struct {
 	// DefaultLeaseTTL). The server counts whole seconds, so it is rounded up
 	// to a whole second, at least one.
 	TTL time.Duration
-	// Replicas of LeaseBucket (default 1).
+	// Replicas of LeaseBucket (default 1) when this contender creates it;
+	// an existing bucket is used as it is.
 	Replicas int
 	// Instance names this contender in LeaseHolder (default a random id).
 	Instance string
@@ -112,7 +113,12 @@ func RunLeased(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig, log
 	if err != nil {
 		return err
 	}
-	kv, err := EnsureKV(ctx, js, LeaseBucketConfig(cfg.Replicas))
+	// Bind first: the manager and the scaler share the bucket, and one
+	// started with other replicas must not rewrite it under the other.
+	kv, err := js.KeyValue(ctx, LeaseBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = EnsureKV(ctx, js, LeaseBucketConfig(cfg.Replicas))
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
