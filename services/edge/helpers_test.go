@@ -255,8 +255,18 @@ type fakeNodes struct {
 	svc     micro.Service
 }
 
+// flushed makes sure the server has every subscription of nc before a
+// test sends requests from another connection.
+func flushed(t testing.TB, nc *nats.Conn) {
+	t.Helper()
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+}
+
 func startNodes(t testing.TB, nc *nats.Conn, ids ...contracts.NodeID) *fakeNodes {
 	t.Helper()
+	defer flushed(t, nc)
 	f := &fakeNodes{entries: map[contracts.NodeID]map[string]entry{}, gets: map[contracts.NodeID]*atomic.Int64{}}
 	svc, err := micro.AddService(nc, micro.Config{Name: contracts.ServiceNode, Version: "0.1.0"})
 	if err != nil {
@@ -313,6 +323,7 @@ type fakeStore struct {
 
 func startStore(t testing.TB, nc *nats.Conn, nodes *fakeNodes) *fakeStore {
 	t.Helper()
+	defer flushed(t, nc)
 	f := &fakeStore{blobs: map[string]entry{}}
 	svc, err := micro.AddService(nc, micro.Config{Name: contracts.ServiceStore, Version: "0.1.0", QueueGroup: contracts.QueueStore})
 	if err != nil {
@@ -392,6 +403,7 @@ type fakeManager struct {
 
 func startManager(t testing.TB, nc *nats.Conn) *fakeManager {
 	t.Helper()
+	defer flushed(t, nc)
 	f := &fakeManager{
 		mode:     contracts.ModeConfig{Mode: contracts.ModeManual, Params: contracts.DefaultAutoParams},
 		cache:    contracts.CacheConfig{CapacityMB: 64, Policy: contracts.PolicyLRU},
@@ -537,6 +549,7 @@ func waitFor(t testing.TB, f func() error) {
 // missRate; the series has two points.
 func startStats(t testing.TB, nc *nats.Conn, missRate float64) {
 	t.Helper()
+	defer flushed(t, nc)
 	svc, err := micro.AddService(nc, micro.Config{Name: contracts.ServiceStats, Version: "0.1.0"})
 	if err != nil {
 		t.Fatal(err)
