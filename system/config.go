@@ -38,6 +38,9 @@ type Config struct {
 	ScalerTick     time.Duration
 	ScalerCooldown time.Duration
 	Migration      bool
+	// LeaseTTL is how long a dead active manager or scaler keeps its lease
+	// before a standby takes over (0: bus.DefaultLeaseTTL).
+	LeaseTTL time.Duration
 
 	// NodeID names the node for `serve cachenode`.
 	NodeID contracts.NodeID
@@ -124,6 +127,9 @@ func (c Config) Validate() error {
 	}
 	if c.StatsBuckets < 1 {
 		errs = append(errs, fmt.Errorf("--stats-buckets must be at least 1, got %d", c.StatsBuckets))
+	}
+	if c.LeaseTTL < 0 {
+		errs = append(errs, fmt.Errorf("--lease-ttl must not be negative, got %v", c.LeaseTTL))
 	}
 	if c.ScalerCooldown < 0 {
 		errs = append(errs, fmt.Errorf("--scaler-cooldown must not be negative, got %v", c.ScalerCooldown))

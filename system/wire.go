@@ -22,7 +22,7 @@ func storeConfig(c Config) imagestore.Config {
 func managerConfig(c Config, l manager.Launcher) manager.Config {
 	return manager.Config{
 		Partitions: c.Partitions, MaxNodes: c.MaxNodes, InitialNodes: c.Nodes, Heartbeat: c.Heartbeat,
-		Provisioner: c.Provisioner, Launcher: l, Replicas: c.Replicas, DefaultCache: c.cache(), Migration: manager.Bool(c.Migration),
+		Provisioner: c.Provisioner, Launcher: l, Replicas: c.Replicas, DefaultCache: c.cache(), Migration: manager.Bool(c.Migration), LeaseTTL: c.LeaseTTL,
 	}
 }
 
@@ -31,7 +31,7 @@ func statsConfig(c Config) stats.Config {
 }
 
 func scalerConfig(c Config) scaler.Config {
-	return scaler.Config{Tick: c.ScalerTick, Cooldown: c.cooldown(), MaxNodes: c.MaxNodes, Bucket: c.StatsBucket, Replicas: c.Replicas}
+	return scaler.Config{Tick: c.ScalerTick, Cooldown: c.cooldown(), MaxNodes: c.MaxNodes, Bucket: c.StatsBucket, Replicas: c.Replicas, LeaseTTL: c.LeaseTTL}
 }
 
 func edgeConfig(c Config) edge.Config {

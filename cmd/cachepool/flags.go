@@ -127,6 +127,7 @@ func systemFlags(fs *flag.FlagSet, cfg *system.Config) {
 	fs.DurationVar(&cfg.ScalerTick, "scaler-tick", cfg.ScalerTick, "autoscaler decision interval")
 	fs.DurationVar(&cfg.ScalerCooldown, "scaler-cooldown", cfg.ScalerCooldown, "no scaler decision this long after a resize (0: one stats bucket)")
 	fs.BoolVar(&cfg.Migration, "migration", cfg.Migration, "move cached keys to their new owner on a resize")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "manager and scaler lease: a standby takes over this long after the active one dies (0: 3s)")
 }
 
 func printDefaults(w io.Writer, fs *flag.FlagSet) {
