@@ -281,57 +281,8 @@ rounds:
 		t.Fatal("no kill landed while a migration was in flight; the test proves little")
 	}
 
-	states := map[string]contracts.ResizeRequestState{}
-	bustest.Eventually(t, 3*time.Minute, func() error {
-		for _, id := range ids {
-			e, err := reqKV.Get(ctx, id)
-			if err != nil {
-				return fmt.Errorf("request %s: %v", id, err)
-			}
-			var s contracts.ResizeRequestState
-			if err := json.Unmarshal(e.Value(), &s); err != nil {
-				return err
-			}
-			if !contracts.Terminal(s.Status) {
-				return fmt.Errorf("request %s still %s", id, s.Status)
-			}
-			states[id] = s
-		}
-		return nil
-	})
-	bySeq := map[uint64]contracts.ResizeRequestState{}
-	var maxSeq uint64
-	for _, s := range states {
-		if s.Status == contracts.StateFailed {
-			t.Errorf("request %s failed: %s", s.RequestID, s.Reason)
-		}
-		bySeq[s.Sequence] = s
-		maxSeq = max(maxSeq, s.Sequence)
-		applies := 0
-		for _, h := range s.History {
-			if h.State == contracts.StateApplied {
-				applies++
-			}
-		}
-		if s.Status == contracts.StateApplied && applies != 1 {
-			t.Errorf("request %s applied %d times in its history", s.RequestID, applies)
-		}
-	}
-	size := 1
-	for seq := uint64(1); seq <= maxSeq; seq++ {
-		s, ok := bySeq[seq]
-		if !ok {
-			continue
-		}
-		want := size + s.Command.Change
-		ok = want >= 1 && want <= maxNodes
-		if ok != (s.Status == contracts.StateApplied) {
-			t.Fatalf("seq %d (%s): size %d change %+d ended %s: %s", seq, s.RequestID, size, s.Command.Change, s.Status, s.Reason)
-		}
-		if ok {
-			size = want
-		}
-	}
+	states := terminalRequests(t, ctx, reqKV, ids)
+	size := serialReplay(t, states, 1, maxNodes)
 	if err := <-writerDone; err != nil {
 		t.Logf("an overwrite failed during the takeover (its key may hold either version): %v", err)
 	}

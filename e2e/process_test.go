@@ -194,57 +194,8 @@ func TestManagerKill9DuringResizesLosesAndDoublesNothing(t *testing.T) {
 	if killedMidQueue < 3 {
 		t.Fatalf("only %d kills landed while the queue ran; the test proves little", killedMidQueue)
 	}
-	states := map[string]contracts.ResizeRequestState{}
-	bustest.Eventually(t, 3*time.Minute, func() error {
-		for _, id := range ids {
-			e, err := kv.Get(ctx, id)
-			if err != nil {
-				return fmt.Errorf("request %s: %v", id, err)
-			}
-			var s contracts.ResizeRequestState
-			if err := json.Unmarshal(e.Value(), &s); err != nil {
-				return err
-			}
-			if !contracts.Terminal(s.Status) {
-				return fmt.Errorf("request %s still %s", id, s.Status)
-			}
-			states[id] = s
-		}
-		return nil
-	})
-	bySeq := map[uint64]contracts.ResizeRequestState{}
-	var maxSeq uint64
-	for _, s := range states {
-		if s.Status == contracts.StateFailed {
-			t.Errorf("request %s failed: %s", s.RequestID, s.Reason)
-		}
-		bySeq[s.Sequence] = s
-		maxSeq = max(maxSeq, s.Sequence)
-		applies := 0
-		for _, h := range s.History {
-			if h.State == contracts.StateApplied {
-				applies++
-			}
-		}
-		if s.Status == contracts.StateApplied && applies != 1 {
-			t.Errorf("request %s applied %d times in its history", s.RequestID, applies)
-		}
-	}
-	size := 1
-	for seq := uint64(1); seq <= maxSeq; seq++ {
-		s, ok := bySeq[seq]
-		if !ok {
-			continue
-		}
-		want := size + s.Command.Change
-		ok = want >= 1 && want <= maxNodes
-		if ok != (s.Status == contracts.StateApplied) {
-			t.Fatalf("seq %d (%s): size %d change %+d ended %s: %s", seq, s.RequestID, size, s.Command.Change, s.Status, s.Reason)
-		}
-		if ok {
-			size = want
-		}
-	}
+	states := terminalRequests(t, ctx, kv, ids)
+	size := serialReplay(t, states, 1, maxNodes)
 	var tab contracts.PartitionTable
 	waitTable(t, ctx, js, func(cur contracts.PartitionTable) bool { tab = cur; return len(cur.Previous) == 0 })
 	if len(tab.Nodes) != size {
@@ -263,6 +214,75 @@ func TestManagerKill9DuringResizesLosesAndDoublesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d commands, final size %d, every key on its owner", cmds, size)
+}
+
+// terminalRequests waits until every request of ids is terminal in the
+// requests bucket and returns their states.
+func terminalRequests(t *testing.T, ctx context.Context, kv jetstream.KeyValue, ids []string) map[string]contracts.ResizeRequestState {
+	t.Helper()
+	states := map[string]contracts.ResizeRequestState{}
+	bustest.Eventually(t, 3*time.Minute, func() error {
+		for _, id := range ids {
+			e, err := kv.Get(ctx, id)
+			if err != nil {
+				return fmt.Errorf("request %s: %v", id, err)
+			}
+			var s contracts.ResizeRequestState
+			if err := json.Unmarshal(e.Value(), &s); err != nil {
+				return err
+			}
+			if !contracts.Terminal(s.Status) {
+				return fmt.Errorf("request %s still %s", id, s.Status)
+			}
+			states[id] = s
+		}
+		return nil
+	})
+	return states
+}
+
+// serialReplay replays ±1 requests in queue (stream sequence) order from
+// a pool of size start, checks that exactly the in-bound ones were applied,
+// each once and none failed, and returns the size they imply.
+func serialReplay(t *testing.T, states map[string]contracts.ResizeRequestState, start, maxNodes int) int {
+	t.Helper()
+	bySeq := map[uint64]contracts.ResizeRequestState{}
+	var maxSeq uint64
+	for _, s := range states {
+		if s.Status == contracts.StateFailed {
+			t.Errorf("request %s failed: %s", s.RequestID, s.Reason)
+		}
+		if _, dup := bySeq[s.Sequence]; dup {
+			t.Fatalf("two requests share sequence %d", s.Sequence)
+		}
+		bySeq[s.Sequence] = s
+		maxSeq = max(maxSeq, s.Sequence)
+		applies := 0
+		for _, h := range s.History {
+			if h.State == contracts.StateApplied {
+				applies++
+			}
+		}
+		if s.Status == contracts.StateApplied && applies != 1 {
+			t.Errorf("request %s applied %d times in its history", s.RequestID, applies)
+		}
+	}
+	size := start
+	for seq := uint64(1); seq <= maxSeq; seq++ {
+		s, ok := bySeq[seq]
+		if !ok {
+			continue
+		}
+		want := size + s.Command.Change
+		ok = want >= 1 && want <= maxNodes
+		if ok != (s.Status == contracts.StateApplied) {
+			t.Fatalf("seq %d (%s): size %d change %+d ended %s: %s", seq, s.RequestID, size, s.Command.Change, s.Status, s.Reason)
+		}
+		if ok {
+			size = want
+		}
+	}
+	return size
 }
 
 func waitTable(t *testing.T, ctx context.Context, js jetstream.JetStream, ok func(contracts.PartitionTable) bool) {
