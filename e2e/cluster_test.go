@@ -231,8 +231,9 @@ func (cs *clusterSystem) resize(t *testing.T, change string, want int) {
 
 // TestClusterWholeSystem runs the scenario of one machine across processes
 // on a 3-server NATS cluster, PostgreSQL and S3: store and read images
-// through the edge, resize +1 and -1 with reads in between, clear the cache
-// and read everything again from the store.
+// through the edge, resize +1 and -1 with reads in between, let the scaler
+// grow the pool on a burst of misses, clear the cache and read everything
+// again from the store.
 func TestClusterWholeSystem(t *testing.T) {
 	if testing.Short() {
 		t.Skip("whole-system cluster test: 3 nats-server and 11 cachepool processes")
@@ -272,6 +273,26 @@ func TestClusterWholeSystem(t *testing.T) {
 	cs.resize(t, "decrease", clusterInitial)
 	cs.readAll(t, images)
 
+	// Automatic mode: a burst of misses makes the scaler grow the pool
+	// through the same queue; back to manual, the operator shrinks it again.
+	params := map[string]float64{"max_miss_rate_threshold": 0.5, "min_miss_rate_threshold": 0.05, "expand_ratio": 1.5, "shrink_ratio": 0.5}
+	if code, env := cs.edge.jsonDo(t, http.MethodPost, "/api/manager/poolsize/automatic", params); code != http.StatusOK {
+		t.Fatalf("automatic mode: %d %+v", code, env)
+	}
+	scaleStart := time.Now()
+	burst := cs.edge.startLoad(0, 10, 4)
+	waitTable(t, context.Background(), cs.admin, func(tab contracts.PartitionTable) bool {
+		return len(tab.Nodes) == clusterInitial+1 && len(tab.Previous) == 0
+	})
+	burst.halt()
+	t.Logf("the scaler grew the pool %d → %d %v after a burst of misses began (5 s buckets and ticks)",
+		clusterInitial, clusterInitial+1, time.Since(scaleStart).Round(time.Millisecond))
+	if code, env := cs.edge.jsonDo(t, http.MethodPost, "/api/manager/mode", map[string]string{"mode": "manual"}); code != http.StatusOK {
+		t.Fatalf("manual mode: %d %+v", code, env)
+	}
+	cs.resize(t, "decrease", clusterInitial)
+	cs.readAll(t, images)
+
 	if code, env := cs.edge.jsonDo(t, http.MethodDelete, "/api/manager/cache/clear", nil); code != http.StatusOK {
 		t.Fatalf("clear cache: %d %+v", code, env)
 	}
@@ -279,7 +300,7 @@ func TestClusterWholeSystem(t *testing.T) {
 	if v := cs.nats.violations(); len(v) > 0 {
 		t.Fatalf("the services hit permission violations:\n%s", strings.Join(v, "\n"))
 	}
-	t.Logf("60 images stored and read, +1/-1 resize, cache cleared and read back; %v in all, no permission violation",
+	t.Logf("60 images stored and read, +1/-1 resize, automatic growth, cache cleared and read back; %v in all, no permission violation",
 		time.Since(start).Round(time.Millisecond))
 }
 
