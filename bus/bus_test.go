@@ -230,3 +230,30 @@ func TestDetachAnswersAfterTheHandlerReturns(t *testing.T) {
 		}
 	}
 }
+
+func TestClearNodesSumsAndNamesTheSilentOnes(t *testing.T) {
+	srv := bustest.RunServer(t)
+	nc := bustest.Connect(t, srv)
+	for id, items := range map[contracts.NodeID]int64{"a": 3, "b": 4} {
+		if _, err := nc.Subscribe(contracts.NodeClear(id), func(m *nats.Msg) {
+			b, _ := json.Marshal(contracts.ClearReply{Items: items, Bytes: items * 10})
+			_ = m.Respond(b)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := bus.ClearNodes(context.Background(), nc, []contracts.NodeID{"a", "b", "gone", "also-gone"}, time.Second)
+	if sum.Items != 7 || sum.Bytes != 70 || sum.Nodes != 2 {
+		t.Fatalf("sum %+v", sum)
+	}
+	if err == nil || !strings.Contains(err.Error(), "node also-gone: ") || !strings.Contains(err.Error(), "node gone: ") ||
+		strings.Index(err.Error(), "also-gone") > strings.Index(err.Error(), "node gone") {
+		t.Fatalf("error %v should name both silent nodes in id order", err)
+	}
+	if _, err := bus.ClearNodes(context.Background(), nc, []contracts.NodeID{"a"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

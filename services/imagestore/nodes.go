@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/cachepool/cachepool/bus"
@@ -74,30 +73,7 @@ func (c nodeClient) invalidate(ctx context.Context, node contracts.NodeID, key s
 // clearAll clears every node concurrently and sums their replies; Nodes
 // counts the nodes that answered. The error names every node that did not.
 func (c nodeClient) clearAll(ctx context.Context, nodes []contracts.NodeID) (contracts.ClearReply, error) {
-	var (
-		mu   sync.Mutex
-		sum  contracts.ClearReply
-		errs []error
-		wg   sync.WaitGroup
-	)
-	for _, id := range nodes {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(ctx, c.timeout)
-			defer cancel()
-			rep, err := bus.Request[contracts.ClearReply](ctx, c.nc, contracts.NodeClear(id), nil)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("node %s: %w", id, err))
-				return
-			}
-			sum.Items += rep.Items
-			sum.Bytes += rep.Bytes
-			sum.Nodes++
-		})
-	}
-	wg.Wait()
-	return sum, errors.Join(errs...)
+	return bus.ClearNodes(ctx, c.nc, nodes, c.timeout)
 }
 
 // tableNodes lists every node the table mentions (active, owners and

@@ -335,31 +335,10 @@ func (m *manager) clearCache(ctx context.Context, _ Empty) (contracts.ClearReply
 			nodes = append(nodes, p)
 		}
 	}
-	var (
-		mu     sync.Mutex
-		sum    contracts.ClearReply
-		failed []string
-		wg     sync.WaitGroup
-	)
-	for _, id := range nodes {
-		wg.Go(func() {
-			r, err := nodeRequest[contracts.ClearReply](ctx, m.nc, contracts.NodeClear(id), nil, configureTimeout)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failed = append(failed, fmt.Sprintf("%s (%v)", id, err))
-				return
-			}
-			sum.Items += r.Items
-			sum.Bytes += r.Bytes
-			sum.Nodes++
-		})
-	}
-	wg.Wait()
+	sum, err := bus.ClearNodes(ctx, m.nc, nodes, configureTimeout)
 	m.publish(contracts.EvtCleared, contracts.Cleared{EventID: newID(), OccurredAt: time.Now().UTC(), What: "cache", CachedItems: sum.Items})
-	if len(failed) > 0 {
-		slices.Sort(failed)
-		return sum, contracts.Errorf(contracts.CodeUnavailable, "cleared %d items on %d nodes; not cleared: %s", sum.Items, sum.Nodes, strings.Join(failed, ", "))
+	if err != nil {
+		return sum, contracts.Errorf(contracts.CodeUnavailable, "cleared %d items on %d nodes; not cleared: %v", sum.Items, sum.Nodes, err)
 	}
 	return sum, nil
 }
