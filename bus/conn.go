@@ -2,8 +2,12 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,7 +50,8 @@ func ConnOptions(name string, log *slog.Logger) []nats.Option {
 }
 
 // Connect dials url with ConnOptions plus extra options and waits until the
-// connection is up or ctx ends. Authentication failures are returned at once
+// connection is up or ctx ends. Authentication failures and TLS handshake
+// refusals (a certificate missing or not trusted) are returned at once
 // rather than retried silently.
 func Connect(ctx context.Context, url, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	opts := append(ConnOptions(name, log), extra...)
@@ -58,6 +63,10 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger, extra ...n
 		if lastErr := nc.LastError(); lastErr != nil && isAuthError(lastErr) {
 			nc.Close()
 			return nil, fmt.Errorf("bus: connect %s: the server refused our credentials: %w", name, lastErr)
+		}
+		if lastErr := nc.LastError(); lastErr != nil && isTLSRefusal(lastErr) {
+			nc.Close()
+			return nil, fmt.Errorf("bus: connect %s: the TLS handshake failed (check the CA, client certificate and key): %w", name, lastErr)
 		}
 		select {
 		case <-ctx.Done():
@@ -73,6 +82,22 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger, extra ...n
 func isAuthError(err error) bool {
 	return err == nats.ErrAuthorization || err == nats.ErrAuthExpired || err == nats.ErrAuthRevoked ||
 		err == nats.ErrAccountAuthExpired || err == nats.ErrPermissionViolation
+}
+
+// isTLSRefusal reports whether err is a TLS failure that retrying cannot
+// fix: the server answered the handshake with a TLS alert (say, a client
+// certificate required or not trusted), or we did not trust the server's
+// certificate.
+func isTLSRefusal(err error) bool {
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return true
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "remote error" {
+		return true
+	}
+	return strings.Contains(err.Error(), "remote error: tls:")
 }
 
 // Drain drains nc and waits until it is closed or timeout passes.
