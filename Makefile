@@ -35,7 +35,7 @@ build:
 
 # Every module must also build on its own, through its replace directives.
 work-check:
-	@set -e; for m in $(MODULES); do echo "== GOWORK=off $$m"; (cd $$m && GOWORK=off go build ./... && GOWORK=off go mod tidy -diff); done
+	@set -e; for m in $(MODULES); do echo "== GOWORK=off $$m"; (cd $$m && GOWORK=off go build -o /dev/null ./... && GOWORK=off go mod tidy -diff); done
 
 tidy:
 	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off go mod tidy); done
