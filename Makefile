@@ -6,7 +6,7 @@ BENCHTIME ?= 2s
 
 .PHONY: test vet fmt-check bench bench-e2e build work-check tidy
 
-test: fmt-check vet
+test: fmt-check vet work-check
 	@set -e; for m in $(MODULES); do \
 		echo "== go test $$m"; \
 		(cd $$m && go test $(GOTEST_FLAGS) ./...); \
