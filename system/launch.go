@@ -176,9 +176,11 @@ func (l *execLauncher) Terminate(ctx context.Context, id contracts.NodeID) error
 	case <-time.After(10 * time.Second):
 	case <-ctx.Done():
 	}
+	// It did not stop in time (or the caller gave up): kill it, so no
+	// node process outlives its launcher.
 	_ = cmd.Process.Kill()
 	<-done
-	return errors.Join(ctx.Err())
+	return ctx.Err()
 }
 
 func (l *execLauncher) stopAll(ctx context.Context) {
