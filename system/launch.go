@@ -66,7 +66,7 @@ func (l *localLauncher) Launch(_ context.Context, id contracts.NodeID, cache con
 	go func() {
 		defer close(n.done)
 		defer nc.Close()
-		if err := cachenode.Run(ctx, nc, ncfg, l.log); err != nil {
+		if err := cachenode.Run(ctx, nc, ncfg, l.log.With("service", contracts.ServiceNode)); err != nil {
 			l.log.Error("cache node stopped", "node", id, "err", err)
 		}
 	}()

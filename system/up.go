@@ -85,7 +85,7 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, ready func(Info)) err
 	var launcher manager.Launcher
 	switch cfg.Provisioner {
 	case "local":
-		l := newLocalLauncher(cfg, connect, log.With("component", "launcher"))
+		l := newLocalLauncher(cfg, connect, log)
 		defer l.stopAll(context.Background())
 		launcher = l
 	case "exec":
@@ -107,21 +107,21 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger, ready func(Info)) err
 		run  func(context.Context, *nats.Conn) error
 	}{
 		{"store", func(ctx context.Context, nc *nats.Conn) error {
-			return imagestore.Run(ctx, nc, storeConfig(cfg), log.With("service", "store"))
+			return imagestore.Run(ctx, nc, storeConfig(cfg), log)
 		}},
 		{"manager", func(ctx context.Context, nc *nats.Conn) error {
-			return manager.Run(ctx, nc, managerConfig(cfg, launcher), log.With("service", "manager"))
+			return manager.Run(ctx, nc, managerConfig(cfg, launcher), log)
 		}},
 		{"stats", func(ctx context.Context, nc *nats.Conn) error {
-			return stats.Run(ctx, nc, statsConfig(cfg), log.With("service", "stats"))
+			return stats.Run(ctx, nc, statsConfig(cfg), log)
 		}},
 		{"scaler", func(ctx context.Context, nc *nats.Conn) error {
-			return scaler.Run(ctx, nc, scalerConfig(cfg), log.With("service", "scaler"))
+			return scaler.Run(ctx, nc, scalerConfig(cfg), log)
 		}},
 		{"edge", func(ctx context.Context, nc *nats.Conn) error {
 			ecfg := edgeConfig(cfg)
 			ecfg.Listener = lis
-			return edge.Run(ctx, nc, ecfg, log.With("service", "edge"))
+			return edge.Run(ctx, nc, ecfg, log.With("service", "cachepool-edge"))
 		}},
 	}
 	for _, s := range services {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/cachepool/cachepool/bus"
+	"github.com/cachepool/cachepool/contracts"
 	"github.com/cachepool/cachepool/services/cachenode"
 	"github.com/cachepool/cachepool/services/edge"
 	"github.com/cachepool/cachepool/services/imagestore"
@@ -54,7 +55,6 @@ func Serve(ctx context.Context, service string, cfg Config, log *slog.Logger) er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("service", service)
 	nc, err := bus.Connect(ctx, cfg.NATSURL, "cachepool-"+service, log, cfg.NATS.options()...)
 	if err != nil {
 		return err
@@ -65,7 +65,7 @@ func Serve(ctx context.Context, service string, cfg Config, log *slog.Logger) er
 	}
 	switch service {
 	case "cachenode", "node":
-		return cachenode.Run(ctx, nc, nodeConfig(cfg), log)
+		return cachenode.Run(ctx, nc, nodeConfig(cfg), log.With("service", contracts.ServiceNode))
 	case "store", "imagestore":
 		return imagestore.Run(ctx, nc, storeConfig(cfg), log)
 	case "manager":
@@ -90,7 +90,7 @@ func Serve(ctx context.Context, service string, cfg Config, log *slog.Logger) er
 	case "scaler":
 		return scaler.Run(ctx, nc, scalerConfig(cfg), log)
 	case "edge":
-		return edge.Run(ctx, nc, edgeConfig(cfg), log)
+		return edge.Run(ctx, nc, edgeConfig(cfg), log.With("service", "cachepool-edge"))
 	}
 	return fmt.Errorf("serve: unknown service %q (one of %v)", service, Services)
 }

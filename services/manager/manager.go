@@ -88,7 +88,7 @@ func Run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("service", "manager")
+	log = log.With("service", contracts.ServiceManager)
 	kickCh := make(chan struct{}, 1)
 	reg := newRegistry(FailedAfterHeartbeats*cfg.Heartbeat, cfg.Provisioner == ProvisionerStandby, func() {
 		select {
