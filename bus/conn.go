@@ -34,6 +34,10 @@ func ConnOptions(name string, log *slog.Logger) []nats.Option {
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectBufSize(64 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil { // our own drain or close
+				log.Debug("nats connection closed", "conn", name)
+				return
+			}
 			log.Warn("nats disconnected", "conn", name, "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
