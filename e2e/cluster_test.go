@@ -97,7 +97,7 @@ func startClusterSystem(t *testing.T) *clusterSystem {
 	cs.admin, _ = jetstream.New(adminNC)
 
 	common := []string{"--replicas", "3", "--heartbeat", "1s", "--report-interval", "1s",
-		"--stats-bucket", "5s", "--scaler-tick", "5s", "--log-level", "warn"}
+		"--stats-bucket", "5s", "--scaler-tick", "5s", "--log-level", "info"}
 	serve := func(name, service, user string, args ...string) {
 		all := append([]string{"serve", service, "--nats", c.urls(user), "--data", t.TempDir()}, args...)
 		cs.procs[name] = startProc(t, append(all, common...)...)
@@ -131,7 +131,7 @@ func startClusterSystem(t *testing.T) *clusterSystem {
 	serve("edge", "edge", "edge", "--http", httpAddr)
 
 	cs.edge = &pool{info: system.Info{HTTPURL: "http://" + httpAddr},
-		http: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+		http: &http.Client{Timeout: 90 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
 	waitTable(t, ctx, cs.admin, func(tab contracts.PartitionTable) bool {
 		if err := cs.exited(); err != nil {
 			t.Fatal(err)
@@ -222,7 +222,8 @@ func (cs *clusterSystem) resize(t *testing.T, change string, want int) {
 	t.Helper()
 	code, env := cs.edge.jsonDo(t, http.MethodPost, "/api/manager/poolsize/manual?wait=60s", map[string]string{"change": change})
 	if code != http.StatusOK {
-		t.Fatalf("resize %s: %d %+v", change, code, env)
+		_, reqs := cs.edge.jsonDo(t, http.MethodGet, "/api/manager/poolsize/requests", nil)
+		t.Fatalf("resize %s: %d %+v\nrecent requests: %s", change, code, env, reqs.Content)
 	}
 	waitTable(t, context.Background(), cs.admin, func(tab contracts.PartitionTable) bool {
 		return len(tab.Nodes) == want && len(tab.Previous) == 0
