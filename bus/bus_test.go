@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -255,5 +256,29 @@ func TestClearNodesSumsAndNamesTheSilentOnes(t *testing.T) {
 	}
 	if _, err := bus.ClearNodes(context.Background(), nc, []contracts.NodeID{"a"}, time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestRetryRidesOutTransientErrorsOnly(t *testing.T) {
+	calls := 0
+	err := bus.Retry(context.Background(), nil, func(context.Context) error {
+		calls++
+		if calls < 3 {
+			return fmt.Errorf("read: %w", nats.ErrNoResponders)
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("transient: %v after %d calls", err, calls)
+	}
+	calls = 0
+	boom := errors.New("corrupt entry")
+	if err := bus.Retry(context.Background(), nil, func(context.Context) error { calls++; return boom }); !errors.Is(err, boom) || calls != 1 {
+		t.Fatalf("permanent: %v after %d calls", err, calls)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := bus.Retry(ctx, nil, func(context.Context) error { return nats.ErrTimeout }); !errors.Is(err, nats.ErrTimeout) {
+		t.Fatalf("cancelled: %v", err)
 	}
 }

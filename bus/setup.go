@@ -68,3 +68,13 @@ func transientSetupError(err error) bool {
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, nats.ErrConnectionReconnecting)
 }
+
+// Retry calls fn until it succeeds or fails for a reason other than a
+// transient one (a timeout, no responders, a JetStream that is not ready,
+// as right after an R3 asset was created), for at most 45 s or until ctx
+// ends. A permission violation on nc is never retried. Use it for start-up
+// reads that should ride out a cluster settling.
+func Retry(ctx context.Context, nc *nats.Conn, fn func(context.Context) error) error {
+	_, err := retrySetup(ctx, nc, func(ctx context.Context) (struct{}, error) { return struct{}{}, fn(ctx) })
+	return err
+}

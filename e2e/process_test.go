@@ -72,8 +72,8 @@ func startProc(t *testing.T, args ...string) *proc {
 			_ = cmd.Process.Kill()
 			<-p.done
 		}
-		if t.Failed() {
-			t.Logf("output of %v:\n%s", args, p.log.String())
+		if t.Failed() || os.Getenv("CACHEPOOL_TEST_PROC_LOG") == "1" {
+			t.Logf("output of %v:\n%s", args, p.output())
 		}
 	})
 	return p

@@ -94,7 +94,7 @@ func run(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Config,
 		return fmt.Errorf("scaler: %w", err)
 	}
 	s := &service{cfg: cfg, nc: nc, js: js, kv: kv, log: log}
-	if err := s.load(ctx); err != nil {
+	if err := bus.Retry(ctx, nc, s.load); err != nil {
 		return err
 	}
 	sub, err := nc.Subscribe(contracts.EvtRequest, s.onRequest)

@@ -80,7 +80,7 @@ func run(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) error
 		return fmt.Errorf("stats: %w", err)
 	}
 	s := &service{cfg: cfg, nc: nc, kv: kv, log: log, agg: NewAggregator(cfg.Bucket, cfg.Buckets, cfg.Grace)}
-	if err := s.load(ctx); err != nil {
+	if err := bus.Retry(ctx, nc, s.load); err != nil {
 		return err
 	}
 
