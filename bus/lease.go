@@ -218,7 +218,7 @@ func (l *lease) acquire(ctx context.Context) (uint64, time.Time, error) {
 		if ctx.Err() != nil {
 			return 0, time.Time{}, ctx.Err()
 		}
-		if !isRevisionConflict(err) {
+		if !IsConflict(err) {
 			l.log.Warn("cannot take the lease; retrying", "err", err)
 		} else if !standing {
 			standing = true
@@ -300,7 +300,7 @@ func (l *lease) keep(ctx context.Context, rev uint64, lastSent time.Time, cancel
 			timer.Reset(every)
 		case ctx.Err() != nil:
 			return rev
-		case isRevisionConflict(err):
+		case IsConflict(err):
 			l.log.Warn("lease lost: it expired or was taken over", "err", err)
 			cancel(ErrLeaseLost)
 			return 0
@@ -331,7 +331,7 @@ func (l *lease) release(rev uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), l.ttl)
 	defer cancel()
 	err := l.kv.Delete(ctx, l.role, jetstream.LastRevision(rev))
-	if isRevisionConflict(err) {
+	if IsConflict(err) {
 		var e jetstream.KeyValueEntry
 		if e, err = l.kv.Get(ctx, l.role); err == nil {
 			var h LeaseHolder
@@ -363,15 +363,4 @@ func validKey(k string) bool {
 func (l *lease) value() []byte {
 	b, _ := json.Marshal(l.holder)
 	return b
-}
-
-// isRevisionConflict reports a compare-and-set failure: the key is at
-// another revision than expected (someone else wrote it, or it expired).
-func isRevisionConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		return true
-	}
-	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 }
