@@ -156,19 +156,7 @@ func TestActiveManagerKilledMidMigrationStandbyFinishes(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
 	const cmds = 60
-	ids := make([]string, cmds)
-	for i := range ids {
-		change := 1
-		if rng.IntN(3) == 0 {
-			change = -1
-		}
-		ids[i] = fmt.Sprintf("fo-%d", i)
-		c := contracts.ResizeCommand{RequestID: ids[i], Change: change, Source: contracts.SourceManual, RequestedAt: time.Now().UTC()}
-		b, _ := json.Marshal(c)
-		if _, err := js.Publish(ctx, contracts.PoolResizeCommand, b, jetstream.WithMsgID(ids[i])); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ids := queueResizes(t, ctx, js, rng, "fo", cmds)
 
 	// Overwrite half of the keys while the queue and the kills run.
 	writerDone := make(chan error, 1)
@@ -201,18 +189,7 @@ func TestActiveManagerKilledMidMigrationStandbyFinishes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	terminal := func() int {
-		n := 0
-		for _, id := range ids {
-			if e, err := reqKV.Get(ctx, id); err == nil {
-				var s contracts.ResizeRequestState
-				if json.Unmarshal(e.Value(), &s) == nil && contracts.Terminal(s.Status) {
-					n++
-				}
-			}
-		}
-		return n
-	}
+	terminal := func() int { return countTerminal(ctx, reqKV, ids) }
 	inMigration := func() bool {
 		e, err := poolKV.Get(ctx, contracts.KeyTable)
 		if err != nil {

@@ -145,35 +145,12 @@ func TestManagerKill9DuringResizesLosesAndDoublesNothing(t *testing.T) {
 	// A queue of ±1 commands straight into the stream.
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	const cmds = 100
-	ids := make([]string, cmds)
-	for i := range ids {
-		change := 1
-		if rng.IntN(3) == 0 {
-			change = -1
-		}
-		ids[i] = fmt.Sprintf("chaos-%d", i)
-		c := contracts.ResizeCommand{RequestID: ids[i], Change: change, Source: contracts.SourceManual, RequestedAt: time.Now().UTC()}
-		b, _ := json.Marshal(c)
-		if _, err := js.Publish(ctx, contracts.PoolResizeCommand, b, jetstream.WithMsgID(ids[i])); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ids := queueResizes(t, ctx, js, rng, "chaos", cmds)
 	kv, err := js.KeyValue(ctx, contracts.BucketRequests)
 	if err != nil {
 		t.Fatal(err)
 	}
-	terminal := func() int {
-		n := 0
-		for _, id := range ids {
-			if e, err := kv.Get(ctx, id); err == nil {
-				var s contracts.ResizeRequestState
-				if json.Unmarshal(e.Value(), &s) == nil && contracts.Terminal(s.Status) {
-					n++
-				}
-			}
-		}
-		return n
-	}
+	terminal := func() int { return countTerminal(ctx, kv, ids) }
 	// Kill -9 at random points while the queue runs, up to eight times.
 	killedMidQueue := 0
 	for round := 0; round < 8 && terminal() < cmds; round++ {
@@ -214,6 +191,40 @@ func TestManagerKill9DuringResizesLosesAndDoublesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d commands, final size %d, every key on its owner", cmds, size)
+}
+
+// queueResizes publishes n random ±1 commands (two increases for each
+// decrease) straight into the resize stream and returns their request ids.
+func queueResizes(t *testing.T, ctx context.Context, js jetstream.JetStream, rng *rand.Rand, prefix string, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		change := 1
+		if rng.IntN(3) == 0 {
+			change = -1
+		}
+		ids[i] = fmt.Sprintf("%s-%d", prefix, i)
+		c := contracts.ResizeCommand{RequestID: ids[i], Change: change, Source: contracts.SourceManual, RequestedAt: time.Now().UTC()}
+		b, _ := json.Marshal(c)
+		if _, err := js.Publish(ctx, contracts.PoolResizeCommand, b, jetstream.WithMsgID(ids[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ids
+}
+
+// countTerminal counts the requests of ids that are terminal now.
+func countTerminal(ctx context.Context, kv jetstream.KeyValue, ids []string) int {
+	n := 0
+	for _, id := range ids {
+		if e, err := kv.Get(ctx, id); err == nil {
+			var s contracts.ResizeRequestState
+			if json.Unmarshal(e.Value(), &s) == nil && contracts.Terminal(s.Status) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // terminalRequests waits until every request of ids is terminal in the
